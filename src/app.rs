@@ -1,0 +1,94 @@
+//! Composition root: builds the process-lifetime parts from a validated config,
+//! registers the services with Pingora and runs until a signal stops it.
+
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::lifecycle;
+use crate::proxy::Awning;
+use crate::snapshot::{self, Snapshot};
+
+/// How `run` was asked to start.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Take the listeners over from a running awning (binary upgrade).
+    pub upgrade: bool,
+}
+
+/// Exit code for a configuration that cannot be used.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Runs the proxy until shutdown. `extra` may add services (the demo storefront).
+pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) -> i32 {
+    if let Err(e) = lifecycle::install_sighup_handler() {
+        tracing::error!("cannot install the SIGHUP handler: {e}");
+        return 1;
+    }
+    let grace = config.shutdown_grace;
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: "/tmp/awning_upgrade.sock".into(),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listen = config.listen.clone();
+    let admin_listen = config.admin.listen;
+    let metrics_listen = config.metrics.listen;
+    let snapshots = snapshot::shared(Snapshot::compile(config, 1));
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Awning::new(snapshots.clone()),
+        "awning proxy",
+    );
+    for addr in &listen.http {
+        proxy.add_tcp(&addr.to_string());
+    }
+    for tls in &listen.tls {
+        let settings = TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy());
+        match settings {
+            Ok(mut settings) => {
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot load the TLS certificate {} / key {}: {e}",
+                    tls.cert.display(),
+                    tls.key.display()
+                );
+                return EXIT_CONFIG;
+            }
+        }
+    }
+    let proxy_handle = server.add_service(proxy);
+
+    let mut admin = Service::new("awning admin".to_string(), HttpServer::new_app(AdminApp::new(snapshots)));
+    admin.add_tcp(&admin_listen.to_string());
+    let admin_handle = server.add_service(admin);
+    admin_handle.add_dependency(&proxy_handle);
+
+    let mut metrics = pingora_prometheus::prometheus_http_service();
+    metrics.add_tcp(&metrics_listen.to_string());
+    server.add_service(metrics);
+
+    extra(&mut server);
+
+    server.run(RunArgs {
+        shutdown_signal: Box::new(lifecycle::Signals { grace }),
+    });
+    0
+}

@@ -1,0 +1,27 @@
+//! Defaults for every optional setting, named so the README and the code agree.
+
+use std::time::Duration;
+
+/// Upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time to wait for each read from the upstream (first byte, then between chunks).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time to wait for each write to the upstream.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle upstream connections are closed after this; below Node's 5 s keep-alive
+/// so that awning never reuses a socket the storefront is about to close.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// A server that refused or timed out a connection is skipped for this long.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SIGTERM waits for in-flight requests before exiting.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Admin listener (health, readiness; later reload and purge).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Prometheus metrics listener.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9091";
+/// Cache memory bound.
+pub const DEFAULT_CACHE_MEMORY: u64 = 256 * 1024 * 1024;
+/// Largest object the cache stores.
+pub const DEFAULT_CACHE_MAX_OBJECT: u64 = 8 * 1024 * 1024;
+/// Rule files read when `rules:` is absent.
+pub const DEFAULT_RULES: &str = "rules/*.yaml";

@@ -1,0 +1,165 @@
+//! Operator configuration: `proxy.yaml` and the rule files it lists.
+//!
+//! Pipeline: text -> serde mirror (`file.rs`, unknown keys rejected) ->
+//! `validate.rs` (every error with file:line:column and YAML path) -> the typed
+//! [`Config`] below. Nothing downstream of `Config` re-checks what it holds.
+
+pub mod defaults;
+mod error;
+mod file;
+mod locate;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, Position, YamlPath};
+pub use validate::{load, parse_host_match, parse_path_match};
+
+/// A validated configuration generation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `proxy.yaml` it was read from.
+    pub source: PathBuf,
+    /// The rule files, in the order their routes were read.
+    pub rule_files: Vec<PathBuf>,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    pub listen: Listen,
+    /// Upstream groups, in file order; routes refer to them by index.
+    pub upstreams: Vec<Upstream>,
+    pub admin: Admin,
+    pub metrics: Metrics,
+    pub cache: Cache,
+    pub redis: Option<Redis>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Routes in match order (first match wins).
+    pub routes: Vec<Route>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Listen {
+    pub http: Vec<SocketAddr>,
+    pub tls: Vec<TlsListener>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A named group of origin servers, resolved when the config is loaded.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: String,
+    /// Each configured server as written, with the addresses it resolved to.
+    pub servers: Vec<(String, SocketAddr)>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub fail_timeout: Duration,
+    pub tls: bool,
+    pub sni: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub memory: u64,
+    pub max_object: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Redis {
+    pub url: String,
+}
+
+/// One route: what it matches and where it sends requests.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// `None` matches every method.
+    pub methods: Option<Vec<http::Method>>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Where the route was defined, for messages.
+    pub defined_at: String,
+}
+
+/// Host part of a route match, lower-case, without port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com` (not `example.com`).
+    Suffix(String),
+}
+
+/// Path part of a route match.
+#[derive(Clone, Debug)]
+pub enum PathMatch {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Glob {
+        pattern: String,
+        matcher: globset::GlobMatcher,
+    },
+}
+
+impl Config {
+    /// One line for `awning check`.
+    pub fn summary(&self) -> String {
+        let servers: usize = self.upstreams.iter().map(|u| u.servers.len()).sum();
+        let listeners: Vec<String> = self
+            .listen
+            .http
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .chain(self.listen.tls.iter().map(|t| format!("https://{}", t.addr)))
+            .collect();
+        format!(
+            "configuration OK: {} ({} rule file{}, {} route{}, {} upstream{} with {} server{}), listening on {}",
+            self.source.display(),
+            self.rule_files.len(),
+            plural(self.rule_files.len()),
+            self.routes.len(),
+            plural(self.routes.len()),
+            self.upstreams.len(),
+            plural(self.upstreams.len()),
+            servers,
+            plural(servers),
+            listeners.join(", ")
+        )
+    }
+
+    /// Index of the upstream named `name`.
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

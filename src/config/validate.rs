@@ -1,0 +1,702 @@
+//! Loads `proxy.yaml` and its rule files into a [`Config`], collecting every
+//! error (with file, line, column and YAML path) instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use super::defaults::*;
+use super::error::{ConfigError, ConfigErrors, Position, YamlPath};
+use super::file::*;
+use super::locate::Locator;
+use super::units::HumanDuration;
+use super::{Admin, Cache, Config, HostMatch, Listen, Metrics, PathMatch, Redis, Route};
+use super::{TlsListener, Upstream};
+
+/// Reads and validates the configuration rooted at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut errs = Vec::new();
+    let config = load_into(path, &mut errs);
+    match config {
+        Some(c) if errs.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errs)),
+    }
+}
+
+/// One parsed YAML file with the positions of its nodes.
+struct Doc {
+    file: PathBuf,
+    locator: Locator,
+    value: Value,
+}
+
+impl Doc {
+    fn parse(file: &Path, errs: &mut Vec<ConfigError>) -> Option<Doc> {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push(ConfigError::file(file, format!("cannot read file: {e}")));
+                return None;
+            }
+        };
+        let value: Value = match serde_yaml::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = e.to_string();
+                let message = match message.rfind(" at line ") {
+                    Some(i) => message[..i].to_string(),
+                    None => message,
+                };
+                errs.push(ConfigError {
+                    file: file.to_path_buf(),
+                    position: e.location().map(|l| Position {
+                        line: l.line(),
+                        column: l.column(),
+                    }),
+                    path: None,
+                    message: format!("invalid YAML: {message}"),
+                });
+                return None;
+            }
+        };
+        Some(Doc {
+            file: file.to_path_buf(),
+            locator: Locator::new(&text),
+            value,
+        })
+    }
+
+    /// An error located at the key (or item) `path` names.
+    fn at(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            position: self.locator.find(path),
+            path: Some(path.clone()),
+            message: message.into(),
+        }
+    }
+
+    /// An error located at the value under `path`.
+    fn at_value(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            position: self
+                .locator
+                .value(path)
+                .or_else(|| self.locator.find(path)),
+            ..self.at(path, message)
+        }
+    }
+
+    fn de<T: DeserializeOwned>(
+        &self,
+        value: &Value,
+        at: &YamlPath,
+        errs: &mut Vec<ConfigError>,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut path = at.clone();
+                for seg in e.path().iter() {
+                    use serde_path_to_error::Segment;
+                    path = match seg {
+                        Segment::Seq { index } => path.index(*index),
+                        Segment::Map { key } => path.key(key.as_str()),
+                        Segment::Enum { variant } => path.key(variant.as_str()),
+                        Segment::Unknown => path,
+                    };
+                }
+                let message = e.into_inner().to_string();
+                if let Some(field) = unknown_field(&message) {
+                    path = path.key(field);
+                }
+                errs.push(self.at(&path, message));
+                None
+            }
+        }
+    }
+
+    /// The top-level mapping's entries, reporting keys not in `allowed`.
+    fn sections(&self, allowed: &[&str], errs: &mut Vec<ConfigError>) -> HashMap<String, Value> {
+        let root = YamlPath::root();
+        let mut out = HashMap::new();
+        match &self.value {
+            Value::Null => {}
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    let Some(key) = k.as_str() else {
+                        errs.push(self.at(&root, "top-level keys must be strings"));
+                        continue;
+                    };
+                    if allowed.contains(&key) {
+                        out.insert(key.to_string(), v.clone());
+                    } else {
+                        errs.push(self.at(
+                            &root.key(key),
+                            format!("unknown key `{key}`, expected one of {}", list(allowed)),
+                        ));
+                    }
+                }
+            }
+            _ => errs.push(self.at(&root, "expected a mapping of settings")),
+        }
+        out
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
+    let doc = Doc::parse(path, errs)?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let root = YamlPath::root();
+    let sections = doc.sections(PROXY_KEYS, errs);
+    let section = |name: &str| sections.get(name).filter(|v| !v.is_null());
+
+    let threads = match section("threads") {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(v) => match doc.de::<usize>(v, &root.key("threads"), errs) {
+            Some(n) if (1..=256).contains(&n) => n,
+            Some(n) => {
+                errs.push(doc.at(&root.key("threads"), format!("{n} threads: use 1 to 256")));
+                1
+            }
+            None => 1,
+        },
+    };
+
+    let mut taken: Vec<(SocketAddr, YamlPath)> = Vec::new();
+    let listen = check_listen(&doc, &base, section("listen"), &mut taken, errs);
+    let upstreams = check_upstreams(&doc, section("upstreams"), errs);
+    let admin = check_admin(&doc, &base, section("admin"), &mut taken, errs);
+    let metrics = check_metrics(&doc, section("metrics"), &mut taken, errs);
+    let cache = check_cache(&doc, section("cache"), errs);
+    let redis = section("redis").and_then(|v| {
+        let at = root.key("redis");
+        let r: FileRedis = doc.de(v, &at, errs)?;
+        let ok = ["redis://", "rediss://", "redis+sentinel://", "unix://"]
+            .iter()
+            .any(|s| r.url.starts_with(s));
+        if !ok {
+            errs.push(doc.at_value(
+                &at.key("url"),
+                format!(
+                    "`{}` is not a Redis URL (redis://, rediss://, redis+sentinel:// or unix://)",
+                    r.url
+                ),
+            ));
+        }
+        Some(Redis { url: r.url })
+    });
+    let shutdown_grace = match section("shutdown_grace") {
+        None => DEFAULT_SHUTDOWN_GRACE,
+        Some(v) => {
+            let at = root.key("shutdown_grace");
+            match doc.de::<HumanDuration>(v, &at, errs) {
+                Some(d) if d.0 <= Duration::from_secs(3600) => d.0,
+                Some(_) => {
+                    errs.push(doc.at(&at, "shutdown_grace above 1h; pick something shorter"));
+                    DEFAULT_SHUTDOWN_GRACE
+                }
+                None => DEFAULT_SHUTDOWN_GRACE,
+            }
+        }
+    };
+
+    let patterns: Vec<String> = match section("rules") {
+        None => vec![DEFAULT_RULES.to_string()],
+        Some(v) => doc.de(v, &root.key("rules"), errs).unwrap_or_default(),
+    };
+    let explicit = section("rules").is_some();
+    let rule_files = expand_rules(&doc, &base, &patterns, explicit, errs);
+
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for file in &rule_files {
+        if let Some(rule_doc) = Doc::parse(file, errs) {
+            check_rule_file(&rule_doc, &upstreams, &mut names, &mut routes, errs);
+        }
+    }
+
+    Some(Config {
+        source: path.to_path_buf(),
+        rule_files,
+        threads,
+        listen,
+        upstreams,
+        admin: admin?,
+        metrics: metrics?,
+        cache,
+        redis,
+        shutdown_grace,
+        routes,
+    })
+}
+
+fn parse_addr(
+    doc: &Doc,
+    text: &str,
+    at: &YamlPath,
+    taken: &mut Vec<(SocketAddr, YamlPath)>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    match text.trim().parse::<SocketAddr>() {
+        Ok(addr) => {
+            if let Some((_, first)) = taken.iter().find(|(a, _)| *a == addr) {
+                errs.push(doc.at_value(at, format!("{addr} is already used by {first}")));
+            } else {
+                taken.push((addr, at.clone()));
+            }
+            Some(addr)
+        }
+        Err(_) => {
+            errs.push(doc.at_value(
+                at,
+                format!("`{text}` is not a listen address like 0.0.0.0:8080 or [::]:8080"),
+            ));
+            None
+        }
+    }
+}
+
+fn check_readable(doc: &Doc, path: &Path, at: &YamlPath, errs: &mut Vec<ConfigError>) {
+    if let Err(e) = std::fs::File::open(path) {
+        errs.push(doc.at_value(at, format!("cannot read {}: {e}", path.display())));
+    }
+}
+
+fn check_listen(
+    doc: &Doc,
+    base: &Path,
+    value: Option<&Value>,
+    taken: &mut Vec<(SocketAddr, YamlPath)>,
+    errs: &mut Vec<ConfigError>,
+) -> Listen {
+    let at = YamlPath::root().key("listen");
+    let Some(value) = value else {
+        errs.push(doc.at(
+            &YamlPath::root(),
+            "missing `listen`: add `listen: { http: [\"0.0.0.0:8080\"] }`",
+        ));
+        return Listen::default();
+    };
+    let Some(file): Option<FileListen> = doc.de(value, &at, errs) else {
+        return Listen::default();
+    };
+    let mut listen = Listen::default();
+    for (i, text) in file.http.iter().enumerate() {
+        if let Some(a) = parse_addr(doc, text, &at.key("http").index(i), taken, errs) {
+            listen.http.push(a);
+        }
+    }
+    for (i, tls) in file.tls.iter().enumerate() {
+        let item = at.key("tls").index(i);
+        let addr = parse_addr(doc, &tls.addr, &item.key("addr"), taken, errs);
+        let cert = resolve(base, &tls.cert);
+        let key = resolve(base, &tls.key);
+        check_readable(doc, &cert, &item.key("cert"), errs);
+        check_readable(doc, &key, &item.key("key"), errs);
+        if let Some(addr) = addr {
+            listen.tls.push(TlsListener { addr, cert, key });
+        }
+    }
+    if file.http.is_empty() && file.tls.is_empty() {
+        errs.push(doc.at(&at, "no listener: add `http: [\"0.0.0.0:8080\"]` or a `tls` entry"));
+    }
+    listen
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn check_upstreams(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) -> Vec<Upstream> {
+    let at = YamlPath::root().key("upstreams");
+    let mut out = Vec::new();
+    let Some(value) = value else {
+        errs.push(doc.at(&YamlPath::root(), "missing `upstreams`: name at least one origin group"));
+        return out;
+    };
+    let Value::Mapping(map) = value else {
+        errs.push(doc.at(&at, "expected a mapping of upstream names to settings"));
+        return out;
+    };
+    for (k, v) in map {
+        let name = k.as_str().unwrap_or_default().to_string();
+        let item = at.key(name.as_str());
+        if !valid_name(&name) {
+            errs.push(doc.at(&item, "upstream names use letters, digits, `-`, `_` and `.`"));
+            continue;
+        }
+        let Some(file): Option<FileUpstream> = doc.de(v, &item, errs) else {
+            continue;
+        };
+        if file.servers.is_empty() {
+            errs.push(doc.at(&item.key("servers"), "an upstream needs at least one server"));
+        }
+        let mut servers = Vec::new();
+        for (i, server) in file.servers.iter().enumerate() {
+            let sat = item.key("servers").index(i);
+            if !has_port(server) {
+                errs.push(doc.at_value(&sat, format!("`{server}` has no port: write host:port")));
+                continue;
+            }
+            match server.to_socket_addrs() {
+                Ok(addrs) => {
+                    let before = servers.len();
+                    for addr in addrs {
+                        if !servers.iter().any(|(_, a)| *a == addr) {
+                            servers.push((server.clone(), addr));
+                        }
+                    }
+                    if servers.len() == before {
+                        errs.push(doc.at_value(&sat, format!("`{server}` resolved to no address")));
+                    }
+                }
+                Err(e) => errs.push(doc.at_value(&sat, format!("cannot resolve `{server}`: {e}"))),
+            }
+        }
+        let mut timeout = |key: &str, v: Option<HumanDuration>, default: Duration| {
+            let d = v.map_or(default, |d| d.0);
+            if d.is_zero() {
+                errs.push(doc.at(&item.key(key), format!("{key} must be above zero")));
+            }
+            d
+        };
+        let connect_timeout = timeout("connect_timeout", file.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let read_timeout = timeout("read_timeout", file.read_timeout, DEFAULT_READ_TIMEOUT);
+        let write_timeout = timeout("write_timeout", file.write_timeout, DEFAULT_WRITE_TIMEOUT);
+        let idle_timeout = timeout("idle_timeout", file.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        let fail_timeout = timeout("fail_timeout", file.fail_timeout, DEFAULT_FAIL_TIMEOUT);
+        let sni = file.sni.clone().unwrap_or_else(|| {
+            file.servers
+                .first()
+                .map(|s| host_of(s).to_string())
+                .unwrap_or_default()
+        });
+        out.push(Upstream {
+            name,
+            servers,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            idle_timeout,
+            fail_timeout,
+            tls: file.tls,
+            sni,
+        });
+    }
+    out
+}
+
+fn has_port(server: &str) -> bool {
+    match server.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+fn check_admin(
+    doc: &Doc,
+    base: &Path,
+    value: Option<&Value>,
+    taken: &mut Vec<(SocketAddr, YamlPath)>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Admin> {
+    let at = YamlPath::root().key("admin");
+    let file: FileAdmin = match value {
+        None => FileAdmin::default(),
+        Some(v) => doc.de(v, &at, errs)?,
+    };
+    let text = file.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    let listen = parse_addr(doc, text, &at.key("listen"), taken, errs)?;
+    let token_file = file.token_file.map(|p| resolve(base, &p));
+    if let Some(p) = &token_file {
+        match std::fs::read_to_string(p) {
+            Ok(t) if t.trim().is_empty() => {
+                errs.push(doc.at_value(&at.key("token_file"), format!("{} is empty", p.display())))
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(doc.at_value(
+                &at.key("token_file"),
+                format!("cannot read {}: {e}", p.display()),
+            )),
+        }
+    }
+    Some(Admin { listen, token_file })
+}
+
+fn check_metrics(
+    doc: &Doc,
+    value: Option<&Value>,
+    taken: &mut Vec<(SocketAddr, YamlPath)>,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Metrics> {
+    let at = YamlPath::root().key("metrics");
+    let file: FileMetrics = match value {
+        None => FileMetrics::default(),
+        Some(v) => doc.de(v, &at, errs)?,
+    };
+    let text = file.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+    let listen = parse_addr(doc, text, &at.key("listen"), taken, errs)?;
+    Some(Metrics { listen })
+}
+
+fn check_cache(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) -> Cache {
+    let at = YamlPath::root().key("cache");
+    let file: FileCache = value
+        .and_then(|v| doc.de(v, &at, errs))
+        .unwrap_or_default();
+    let memory = file.memory.map_or(DEFAULT_CACHE_MEMORY, |s| s.0);
+    let max_object = file.max_object.map_or(DEFAULT_CACHE_MAX_OBJECT, |s| s.0);
+    if max_object > memory {
+        errs.push(doc.at(&at.key("max_object"), "max_object is larger than memory"));
+    }
+    Cache { memory, max_object }
+}
+
+fn expand_rules(
+    doc: &Doc,
+    base: &Path,
+    patterns: &[String],
+    explicit: bool,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let at = YamlPath::root().key("rules").index(i);
+        let full = resolve(base, Path::new(pattern));
+        let is_glob = pattern.contains(['*', '?', '[']);
+        let found: Vec<PathBuf> = if is_glob {
+            match glob::glob(&full.to_string_lossy()) {
+                Ok(paths) => {
+                    let mut v: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    v.sort();
+                    v
+                }
+                Err(e) => {
+                    errs.push(doc.at_value(&at, format!("invalid pattern `{pattern}`: {e}")));
+                    continue;
+                }
+            }
+        } else {
+            vec![full]
+        };
+        if found.is_empty() && explicit {
+            errs.push(doc.at_value(&at, format!("`{pattern}` matches no file")));
+        }
+        for f in found {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    files
+}
+
+fn check_rule_file(
+    doc: &Doc,
+    upstreams: &[Upstream],
+    names: &mut HashMap<String, String>,
+    routes: &mut Vec<Route>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let sections = doc.sections(RULE_KEYS, errs);
+    let Some(value) = sections.get("routes").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let at = YamlPath::root().key("routes");
+    let Value::Sequence(items) = value else {
+        errs.push(doc.at(&at, "expected a list of routes"));
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let rat = at.index(i);
+        let Some(file): Option<FileRoute> = doc.de(item, &rat, errs) else {
+            continue;
+        };
+        let defined_at = match doc.locator.find(&rat) {
+            Some(p) => format!("{}:{}", doc.file.display(), p.line),
+            None => doc.file.display().to_string(),
+        };
+        if !valid_name(&file.name) {
+            errs.push(doc.at_value(
+                &rat.key("name"),
+                "route names use letters, digits, `-`, `_` and `.` (at most 64)",
+            ));
+        } else if let Some(first) = names.get(&file.name) {
+            errs.push(doc.at_value(
+                &rat.key("name"),
+                format!("duplicate route name `{}` (first defined at {first})", file.name),
+            ));
+        } else {
+            names.insert(file.name.clone(), defined_at.clone());
+        }
+        let upstream = upstreams.iter().position(|u| u.name == file.upstream);
+        if upstream.is_none() {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            errs.push(doc.at_value(
+                &rat.key("upstream"),
+                format!("unknown upstream `{}` (defined: {})", file.upstream, list(&known)),
+            ));
+        }
+        let mat = rat.key("match");
+        let host = file.matcher.host.as_deref().and_then(|h| match parse_host_match(h) {
+            Ok(m) => Some(m),
+            Err(msg) => {
+                errs.push(doc.at_value(&mat.key("host"), msg));
+                None
+            }
+        });
+        let path = match (&file.matcher.path, &file.matcher.prefix) {
+            (Some(_), Some(_)) => {
+                errs.push(doc.at(&mat.key("prefix"), "use either `path` or `prefix`, not both"));
+                None
+            }
+            (Some(p), None) => parse_path_match(p).map_err(|m| errs.push(doc.at_value(&mat.key("path"), m))).ok(),
+            (None, Some(p)) if p.starts_with('/') => Some(PathMatch::Prefix(p.clone())),
+            (None, Some(p)) => {
+                errs.push(doc.at_value(&mat.key("prefix"), format!("prefix `{p}` must start with `/`")));
+                None
+            }
+            (None, None) => Some(PathMatch::Any),
+        };
+        let methods = file.matcher.methods.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, m) in list.iter().enumerate() {
+                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+                match http::Method::from_bytes(m.as_bytes()) {
+                    Ok(method) if valid => out.push(method),
+                    _ => errs.push(doc.at_value(
+                        &mat.key("methods").index(j),
+                        format!("`{m}` is not an HTTP method (write it in capitals, like GET)"),
+                    )),
+                }
+            }
+            out
+        });
+        if let (Some(upstream), Some(path)) = (upstream, path) {
+            routes.push(Route {
+                name: file.name,
+                host,
+                path,
+                methods,
+                upstream,
+                defined_at,
+            });
+        }
+    }
+}
+
+/// `shop.example.com` or `*.example.com`; case-insensitive, no port.
+pub fn parse_host_match(text: &str) -> Result<HostMatch, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    if !valid {
+        return Err(format!(
+            "`{text}` is not a host name (write shop.example.com or *.example.com, without port)"
+        ));
+    }
+    Ok(if wild {
+        HostMatch::Suffix(format!(".{name}"))
+    } else {
+        HostMatch::Exact(name.to_string())
+    })
+}
+
+/// An exact path, or a glob when it contains `*`, `?`, `[` or `{`
+/// (`*` stays within one segment, `**` spans segments).
+pub fn parse_path_match(text: &str) -> Result<PathMatch, String> {
+    if !text.starts_with('/') {
+        return Err(format!("path `{text}` must start with `/`"));
+    }
+    if !text.contains(['*', '?', '[', '{']) {
+        return Ok(PathMatch::Exact(text.to_string()));
+    }
+    let glob = globset::GlobBuilder::new(text)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("invalid glob `{text}`: {}", e.kind()))?;
+    Ok(PathMatch::Glob {
+        pattern: text.to_string(),
+        matcher: glob.compile_matcher(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(parse_host_match("Shop.Example.com"), Ok(HostMatch::Exact("shop.example.com".into())));
+        assert_eq!(parse_host_match("*.example.com"), Ok(HostMatch::Suffix(".example.com".into())));
+        for bad in ["", "shop.example.com:8080", "a b", "*.", "ex*ample.com", ".x"] {
+            assert!(parse_host_match(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert!(matches!(parse_path_match("/cart"), Ok(PathMatch::Exact(p)) if p == "/cart"));
+        assert!(matches!(parse_path_match("/api/**"), Ok(PathMatch::Glob { .. })));
+        assert!(parse_path_match("cart").is_err());
+        let err = parse_path_match("/api/[").unwrap_err();
+        assert!(err.contains("invalid glob"), "{err}");
+    }
+
+    #[test]
+    fn server_addresses_need_ports() {
+        assert!(has_port("127.0.0.1:3000"));
+        assert!(has_port("[::1]:3000"));
+        assert!(has_port("storefront.internal:3000"));
+        assert!(!has_port("storefront.internal"));
+        assert!(!has_port("::1"));
+        assert_eq!(host_of("[::1]:3000"), "::1");
+        assert_eq!(host_of("shop.internal:443"), "shop.internal");
+    }
+}

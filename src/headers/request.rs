@@ -1,0 +1,275 @@
+//! Request target checks (Host, absolute-form URIs) and the forwarding headers
+//! the storefront relies on.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use http::header::{HeaderName, HOST};
+use http::uri::{PathAndQuery, Uri};
+use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
+use pingora::http::RequestHeader;
+
+/// Why a request target was refused (always a 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetError {
+    /// HTTP/1.1 request without a Host.
+    MissingHost,
+    /// More than one Host header.
+    MultipleHosts,
+    /// Host (or URI authority) is not `host[:port]`.
+    MalformedHost,
+    /// Absolute-form URI naming another host than the Host header.
+    ForeignAuthority,
+    /// Absolute-form URI with a scheme other than http or https.
+    BadScheme,
+    /// A request target that is neither origin-form nor a clear absolute-form.
+    MalformedTarget,
+}
+
+impl TargetError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MissingHost => "missing Host header",
+            Self::MultipleHosts => "more than one Host header",
+            Self::MalformedHost => "malformed Host",
+            Self::ForeignAuthority => "request URI names a different host",
+            Self::BadScheme => "unsupported URI scheme",
+            Self::MalformedTarget => "malformed request target",
+        }
+    }
+}
+
+/// The checked target of a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckedTarget {
+    /// Lower-case host without port, for routing.
+    pub host: Option<String>,
+    /// Host and port as the client sent them, for `Host`/`X-Forwarded-Host`.
+    pub authority: Option<String>,
+    /// Set when an absolute-form URI must be sent upstream in origin-form.
+    pub origin_form: Option<Uri>,
+    /// Whether the request had no Host header (absolute-form on HTTP/1.0, or h2).
+    pub host_header_missing: bool,
+}
+
+/// A parsed `host[:port]`.
+#[derive(Debug, PartialEq, Eq)]
+struct Authority<'a> {
+    host: &'a str,
+    port: Option<u16>,
+}
+
+fn parse_authority(raw: &str) -> Option<Authority<'_>> {
+    if raw.is_empty() || raw.len() > 261 {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        inside.parse::<Ipv6Addr>().ok()?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (&raw[..inside.len() + 2], port)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+    };
+    if !host.starts_with('[') {
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        // All digits and dots: an IPv4 literal, which must be a valid one.
+        let ipv4_like = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !ok || (ipv4_like && host.parse::<std::net::Ipv4Addr>().is_err()) {
+            return None;
+        }
+    }
+    Some(Authority { host, port })
+}
+
+fn same_authority(a: &Authority<'_>, b: &Authority<'_>, default_port: u16) -> bool {
+    a.host.eq_ignore_ascii_case(b.host) && a.port.unwrap_or(default_port) == b.port.unwrap_or(default_port)
+}
+
+/// Checks Host and the request URI. `is_h2` requests carry their authority in
+/// the URI (`:authority`), which is not an absolute-form request.
+pub fn check_target(req: &RequestHeader, is_h2: bool) -> Result<CheckedTarget, TargetError> {
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(TargetError::MultipleHosts);
+    }
+    let header = match header {
+        Some(v) => Some(v.to_str().map_err(|_| TargetError::MalformedHost)?),
+        None => None,
+    };
+    let header_auth = match header {
+        Some(h) => Some(parse_authority(h.trim()).ok_or(TargetError::MalformedHost)?),
+        None => None,
+    };
+
+    // HTTP/1 absolute-form targets stay in the raw request line (the parsed URI
+    // holds only the path); h2 carries the authority in the URI (`:authority`).
+    let raw = req.raw_path();
+    let absolute = if is_h2 {
+        req.uri
+            .authority()
+            .map(|a| (req.uri.scheme_str().unwrap_or("https").as_bytes(), a.as_str().as_bytes()))
+    } else {
+        match raw_target_authority(raw) {
+            RawTargetAuthority::Absolute { scheme, authority, .. } => Some((scheme, authority)),
+            RawTargetAuthority::AmbiguousAuthority => return Err(TargetError::MalformedTarget),
+            RawTargetAuthority::None if raw.first() == Some(&b'/') || raw == b"*" => None,
+            RawTargetAuthority::None => return Err(TargetError::MalformedTarget),
+        }
+    };
+    let mut origin_form = None;
+    let chosen = match absolute {
+        Some((scheme, raw_auth)) => {
+            let default_port = if scheme.eq_ignore_ascii_case(b"http") {
+                80
+            } else if scheme.eq_ignore_ascii_case(b"https") {
+                443
+            } else {
+                return Err(TargetError::BadScheme);
+            };
+            let raw_auth = std::str::from_utf8(raw_auth).map_err(|_| TargetError::MalformedHost)?;
+            let auth = parse_authority(raw_auth).ok_or(TargetError::MalformedHost)?;
+            if let Some(h) = &header_auth {
+                if !same_authority(&auth, h, default_port) {
+                    return Err(TargetError::ForeignAuthority);
+                }
+            }
+            if !is_h2 {
+                let pq = req
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                origin_form = Some(Uri::from(pq));
+            }
+            Some((raw_auth, auth))
+        }
+        None => match (header, header_auth) {
+            (Some(h), Some(a)) => Some((h.trim(), a)),
+            _ => None,
+        },
+    };
+    match chosen {
+        Some((raw, auth)) => Ok(CheckedTarget {
+            host: Some(auth.host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()),
+            authority: Some(raw.to_string()),
+            origin_form,
+            host_header_missing: header.is_none(),
+        }),
+        None if req.version == http::Version::HTTP_10 => Ok(CheckedTarget::default()),
+        None => Err(TargetError::MissingHost),
+    }
+}
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What the storefront is told about the client.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding<'a> {
+    pub client_ip: Option<IpAddr>,
+    pub tls: bool,
+    pub authority: Option<&'a str>,
+    pub host_header_missing: bool,
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`, replacing whatever the client sent:
+/// without a trusted-proxy list, a client's own claims are not passed on.
+pub fn set_forwarding(req: &mut RequestHeader, f: Forwarding<'_>) {
+    match f.client_ip {
+        Some(ip) => {
+            let _ = req.insert_header(X_FORWARDED_FOR.clone(), ip.to_string());
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_FOR);
+        }
+    }
+    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), if f.tls { "https" } else { "http" });
+    match f.authority {
+        Some(a) => {
+            let _ = req.insert_header(X_FORWARDED_HOST.clone(), a);
+            if f.host_header_missing {
+                let _ = req.insert_header(HOST, a);
+            }
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str], version: http::Version) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        r.set_version(version);
+        for h in hosts {
+            r.append_header(HOST, *h).unwrap();
+        }
+        r
+    }
+
+    fn check(uri: &str, hosts: &[&str]) -> Result<CheckedTarget, TargetError> {
+        check_target(&req(uri, hosts, http::Version::HTTP_11), false)
+    }
+
+    #[test]
+    fn accepts_ordinary_hosts() {
+        for (h, want) in [
+            ("shop.example.com", "shop.example.com"),
+            ("Shop.Example.COM:8080", "shop.example.com"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("[::1]:8080", "::1"),
+            ("localhost", "localhost"),
+        ] {
+            let t = check("/", &[h]).unwrap_or_else(|e| panic!("{h}: {e:?}"));
+            assert_eq!(t.host.as_deref(), Some(want), "{h}");
+            assert_eq!(t.authority.as_deref(), Some(h));
+            assert_eq!(t.origin_form, None);
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_hosts() {
+        for h in ["", "shop example", "shop.example.com:", "shop:99999", "a@b", "shop:80:80", "[::1", "[zz]:80", "sh/op", "999.1.1.1"] {
+            assert_eq!(check("/", &[h]), Err(TargetError::MalformedHost), "{h:?}");
+        }
+        assert_eq!(check("/", &["a", "b"]), Err(TargetError::MultipleHosts));
+        assert_eq!(check("/", &[]), Err(TargetError::MissingHost));
+        assert!(check_target(&req("/", &[], http::Version::HTTP_10), false).is_ok());
+    }
+
+    #[test]
+    fn absolute_form_must_name_the_same_host() {
+        let t = check("http://shop.test/p?q=1", &["shop.test"]).unwrap();
+        assert_eq!(t.origin_form.unwrap().to_string(), "/p?q=1");
+        assert!(check("http://shop.test:80/p", &["SHOP.test"]).is_ok());
+        assert_eq!(check("http://evil.test/p", &["shop.test"]), Err(TargetError::ForeignAuthority));
+        assert_eq!(check("http://shop.test:8080/p", &["shop.test"]), Err(TargetError::ForeignAuthority));
+        assert_eq!(check("ftp://shop.test/p", &["shop.test"]), Err(TargetError::BadScheme));
+        assert_eq!(check("http:/\\evil.test/p", &["shop.test"]), Err(TargetError::MalformedTarget));
+        let t = check("http://shop.test/", &[]).unwrap();
+        assert!(t.host_header_missing);
+        assert_eq!(t.host.as_deref(), Some("shop.test"));
+    }
+}

@@ -1,0 +1,16 @@
+//! awning: an edge proxy for online shops, on Pingora.
+//!
+//! Dependency direction: `config` <- domain modules (`routes`, `upstreams`,
+//! `headers`) <- `snapshot` <- `proxy`, `admin` <- `app` <- `cli`.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod headers;
+pub mod lifecycle;
+pub mod proxy;
+pub mod routes;
+pub mod snapshot;
+pub mod upstreams;

@@ -1,0 +1,60 @@
+//! Per-request state, created in `new_ctx` and dropped after `logging`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::headers::request::CheckedTarget;
+use crate::snapshot::Snapshot;
+use crate::upstreams::Tried;
+
+static INFLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Requests whose context is alive: read, being proxied or being logged.
+/// Graceful shutdown waits for this to reach zero.
+pub fn inflight_requests() -> usize {
+    INFLIGHT.load(Ordering::Acquire)
+}
+
+struct InflightGuard;
+
+impl InflightGuard {
+    fn new() -> Self {
+        INFLIGHT.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// The config generation this request runs under, start to end.
+    pub snapshot: Arc<Snapshot>,
+    pub target: CheckedTarget,
+    /// Index of the matched route in `snapshot.routes`.
+    pub route: Option<usize>,
+    /// Servers of the route's upstream this request has tried.
+    pub tried: Tried,
+    /// The server of the current attempt.
+    pub server: Option<usize>,
+    _inflight: InflightGuard,
+}
+
+impl RequestCtx {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            started: Instant::now(),
+            snapshot,
+            target: CheckedTarget::default(),
+            route: None,
+            tried: Tried::default(),
+            server: None,
+            _inflight: InflightGuard::new(),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Upstream groups at run time: round-robin over a group's servers, skipping
+//! servers that recently failed to connect (passive health, like nginx's
+//! `max_fails=1 fail_timeout=10s`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use crate::config::Upstream;
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// One origin server and when it may be tried again after a failure.
+#[derive(Debug)]
+pub struct ServerState {
+    pub addr: SocketAddr,
+    /// The server as the operator wrote it (for logs).
+    pub label: String,
+    down_until_ms: AtomicU64,
+}
+
+impl ServerState {
+    fn is_down(&self, now: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now
+    }
+}
+
+/// A named group of origin servers.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    pub settings: Upstream,
+    servers: Vec<ServerState>,
+    next: AtomicUsize,
+}
+
+/// The servers one request has tried, so retries go elsewhere.
+#[derive(Clone, Debug, Default)]
+pub struct Tried(Vec<usize>);
+
+impl Tried {
+    pub fn add(&mut self, server: usize) {
+        if !self.0.contains(&server) {
+            self.0.push(server);
+        }
+    }
+    pub fn contains(&self, server: usize) -> bool {
+        self.0.contains(&server)
+    }
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl UpstreamGroup {
+    pub fn new(settings: Upstream) -> Self {
+        let servers = settings
+            .servers
+            .iter()
+            .map(|(label, addr)| ServerState {
+                addr: *addr,
+                label: label.clone(),
+                down_until_ms: AtomicU64::new(0),
+            })
+            .collect();
+        Self {
+            settings,
+            servers,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub fn server(&self, index: usize) -> &ServerState {
+        &self.servers[index]
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// The next server in round-robin order that this request has not tried,
+    /// preferring healthy ones; a down server is still tried when nothing else is left.
+    pub fn pick(&self, tried: &Tried) -> Option<usize> {
+        let n = self.servers.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let mut fallback = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            if tried.contains(idx) {
+                continue;
+            }
+            if !self.servers[idx].is_down(now) {
+                return Some(idx);
+            }
+            fallback.get_or_insert(idx);
+        }
+        fallback
+    }
+
+    /// Whether a server remains for a retry.
+    pub fn has_untried(&self, tried: &Tried) -> bool {
+        tried.count() < self.servers.len()
+    }
+
+    /// Skip `server` for the group's `fail_timeout`.
+    pub fn mark_failed(&self, server: usize) {
+        let until = now_ms() + self.settings.fail_timeout.as_millis() as u64;
+        self.servers[server].down_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// A successful exchange brings a server back at once.
+    pub fn mark_ok(&self, server: usize) {
+        let s = &self.servers[server];
+        if s.down_until_ms.load(Ordering::Relaxed) != 0 {
+            s.down_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Servers currently considered up.
+    pub fn healthy_count(&self) -> usize {
+        let now = now_ms();
+        self.servers.iter().filter(|s| !s.is_down(now)).count()
+    }
+
+    pub fn fail_timeout(&self) -> Duration {
+        self.settings.fail_timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(n: usize) -> UpstreamGroup {
+        UpstreamGroup::new(Upstream {
+            name: "g".into(),
+            servers: (0..n)
+                .map(|i| (format!("s{i}"), SocketAddr::from(([127, 0, 0, 1], 3000 + i as u16))))
+                .collect(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            fail_timeout: Duration::from_secs(60),
+            tls: false,
+            sni: String::new(),
+        })
+    }
+
+    #[test]
+    fn round_robin_visits_every_server() {
+        let g = group(3);
+        let picks: Vec<usize> = (0..6).map(|_| g.pick(&Tried::default()).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn failed_servers_are_skipped_until_nothing_else_is_left() {
+        let g = group(3);
+        g.mark_failed(1);
+        for _ in 0..6 {
+            assert_ne!(g.pick(&Tried::default()), Some(1));
+        }
+        let mut tried = Tried::default();
+        tried.add(0);
+        tried.add(2);
+        assert_eq!(g.pick(&tried), Some(1), "a down server is better than none");
+        tried.add(1);
+        assert_eq!(g.pick(&tried), None);
+        assert!(!g.has_untried(&tried));
+        g.mark_ok(1);
+        assert_eq!(g.healthy_count(), 3);
+    }
+}
