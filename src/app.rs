@@ -58,7 +58,8 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
         proxy.add_tcp(&addr.to_string());
     }
     for tls in &listen.tls {
-        let settings = TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy());
+        let settings =
+            TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy());
         match settings {
             Ok(mut settings) => {
                 settings.enable_h2();
@@ -76,7 +77,10 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     }
     let proxy_handle = server.add_service(proxy);
 
-    let mut admin = Service::new("awning admin".to_string(), HttpServer::new_app(AdminApp::new(snapshots)));
+    let mut admin = Service::new(
+        "awning admin".to_string(),
+        HttpServer::new_app(AdminApp::new(snapshots)),
+    );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);
     admin_handle.add_dependency(&proxy_handle);

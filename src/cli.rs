@@ -36,7 +36,12 @@ pub enum Command {
     /// Run the proxy.
     Run {
         /// proxy.yaml to load (rule files are found relative to it).
-        #[arg(short = 'c', long = "config", default_value = "proxy.yaml", env = "AWNING_CONFIG")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "proxy.yaml",
+            env = "AWNING_CONFIG"
+        )]
         config: PathBuf,
         /// Take over the listeners of a running awning (binary upgrade; send it SIGQUIT).
         #[arg(long)]
@@ -44,7 +49,12 @@ pub enum Command {
     },
     /// Check the configuration and exit: 0 and a summary, or 2 and every error.
     Check {
-        #[arg(short = 'c', long = "config", default_value = "proxy.yaml", env = "AWNING_CONFIG")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "proxy.yaml",
+            env = "AWNING_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Run a sample storefront on loopback with awning in front of it.

@@ -75,7 +75,10 @@ fn exit_when_drained(grace: Duration) {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            tracing::warn!(in_flight = inflight_requests(), "shutdown grace over: exiting with requests in flight");
+            tracing::warn!(
+                in_flight = inflight_requests(),
+                "shutdown grace over: exiting with requests in flight"
+            );
             std::process::exit(0);
         });
 }

@@ -121,7 +121,9 @@ impl UpstreamGroup {
     /// Skip `server` for the group's `fail_timeout`.
     pub fn mark_failed(&self, server: usize) {
         let until = now_ms() + self.settings.fail_timeout.as_millis() as u64;
-        self.servers[server].down_until_ms.store(until, Ordering::Relaxed);
+        self.servers[server]
+            .down_until_ms
+            .store(until, Ordering::Relaxed);
     }
 
     /// A successful exchange brings a server back at once.
@@ -151,7 +153,12 @@ mod tests {
         UpstreamGroup::new(Upstream {
             name: "g".into(),
             servers: (0..n)
-                .map(|i| (format!("s{i}"), SocketAddr::from(([127, 0, 0, 1], 3000 + i as u16))))
+                .map(|i| {
+                    (
+                        format!("s{i}"),
+                        SocketAddr::from(([127, 0, 0, 1], 3000 + i as u16)),
+                    )
+                })
                 .collect(),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

@@ -113,7 +113,10 @@ mod tests {
     fn renders_file_line_column_and_path() {
         let e = ConfigError {
             file: "rules/shop.yaml".into(),
-            position: Some(Position { line: 7, column: 15 }),
+            position: Some(Position {
+                line: 7,
+                column: 15,
+            }),
             path: Some(YamlPath::root().key("routes").index(2).key("upstream")),
             message: "unknown upstream `shop`".into(),
         };

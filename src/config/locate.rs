@@ -195,10 +195,19 @@ routes:
         let root = YamlPath::root();
         assert_eq!(loc.find(&root.key("listen")), at(1, 1));
         assert_eq!(loc.find(&root.key("listen").key("http")), at(2, 3));
-        assert_eq!(loc.find(&root.key("listen").key("http").index(0)), at(2, 10));
+        assert_eq!(
+            loc.find(&root.key("listen").key("http").index(0)),
+            at(2, 10)
+        );
         assert_eq!(loc.find(&root.key("routes").index(1)), at(6, 5));
-        assert_eq!(loc.find(&root.key("routes").index(1).key("match").key("path")), at(8, 7));
-        assert_eq!(loc.value(&root.key("routes").index(0).key("upstream")), at(5, 15));
+        assert_eq!(
+            loc.find(&root.key("routes").index(1).key("match").key("path")),
+            at(8, 7)
+        );
+        assert_eq!(
+            loc.value(&root.key("routes").index(0).key("upstream")),
+            at(5, 15)
+        );
     }
 
     #[test]

@@ -133,7 +133,12 @@ impl Config {
             .http
             .iter()
             .map(|a| format!("http://{a}"))
-            .chain(self.listen.tls.iter().map(|t| format!("https://{}", t.addr)))
+            .chain(
+                self.listen
+                    .tls
+                    .iter()
+                    .map(|t| format!("https://{}", t.addr)),
+            )
             .collect();
         format!(
             "configuration OK: {} ({} rule file{}, {} route{}, {} upstream{} with {} server{}), listening on {}",

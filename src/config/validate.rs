@@ -21,6 +21,17 @@ use super::{TlsListener, Upstream};
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Vec::new();
     let config = load_into(path, &mut errs);
+    // Report file by file, top to bottom.
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in &errs {
+        if !files.contains(&e.file) {
+            files.push(e.file.clone());
+        }
+    }
+    errs.sort_by_key(|e| {
+        let rank = files.iter().position(|f| *f == e.file);
+        (rank, e.position.map(|p| (p.line, p.column)))
+    });
     match config {
         Some(c) if errs.is_empty() => Ok(c),
         _ => Err(ConfigErrors(errs)),
@@ -46,11 +57,13 @@ impl Doc {
         let value: Value = match serde_yaml::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
-                let message = e.to_string();
-                let message = match message.rfind(" at line ") {
-                    Some(i) => message[..i].to_string(),
-                    None => message,
-                };
+                let mut message = e.to_string();
+                if let Some(l) = e.location() {
+                    let suffix = format!(" at line {} column {}", l.line(), l.column());
+                    if let Some(stripped) = message.strip_suffix(&suffix) {
+                        message = stripped.to_string();
+                    }
+                }
                 errs.push(ConfigError {
                     file: file.to_path_buf(),
                     position: e.location().map(|l| Position {
@@ -83,10 +96,7 @@ impl Doc {
     /// An error located at the value under `path`.
     fn at_value(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
-            position: self
-                .locator
-                .value(path)
-                .or_else(|| self.locator.find(path)),
+            position: self.locator.value(path).or_else(|| self.locator.find(path)),
             ..self.at(path, message)
         }
     }
@@ -112,7 +122,9 @@ impl Doc {
                 }
                 let message = e.into_inner().to_string();
                 if let Some(field) = unknown_field(&message) {
-                    path = path.key(field);
+                    if path.0.last() != Some(&super::error::Seg::Key(field.to_string())) {
+                        path = path.key(field);
+                    }
                 }
                 errs.push(self.at(&path, message));
                 None
@@ -193,7 +205,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
 
     let mut taken: Vec<(SocketAddr, YamlPath)> = Vec::new();
     let listen = check_listen(&doc, &base, section("listen"), &mut taken, errs);
-    let upstreams = check_upstreams(&doc, section("upstreams"), errs);
+    let (upstreams, declared) = check_upstreams(&doc, section("upstreams"), errs);
     let admin = check_admin(&doc, &base, section("admin"), &mut taken, errs);
     let metrics = check_metrics(&doc, section("metrics"), &mut taken, errs);
     let cache = check_cache(&doc, section("cache"), errs);
@@ -240,7 +252,14 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let mut names: HashMap<String, String> = HashMap::new();
     for file in &rule_files {
         if let Some(rule_doc) = Doc::parse(file, errs) {
-            check_rule_file(&rule_doc, &upstreams, &mut names, &mut routes, errs);
+            check_rule_file(
+                &rule_doc,
+                &upstreams,
+                &declared,
+                &mut names,
+                &mut routes,
+                errs,
+            );
         }
     }
 
@@ -327,7 +346,10 @@ fn check_listen(
         }
     }
     if file.http.is_empty() && file.tls.is_empty() {
-        errs.push(doc.at(&at, "no listener: add `http: [\"0.0.0.0:8080\"]` or a `tls` entry"));
+        errs.push(doc.at(
+            &at,
+            "no listener: add `http: [\"0.0.0.0:8080\"]` or a `tls` entry",
+        ));
     }
     listen
 }
@@ -340,29 +362,46 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn check_upstreams(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) -> Vec<Upstream> {
+/// The valid upstreams, and the names of every upstream declared (valid or
+/// not), so that a route naming a broken upstream is not reported twice.
+fn check_upstreams(
+    doc: &Doc,
+    value: Option<&Value>,
+    errs: &mut Vec<ConfigError>,
+) -> (Vec<Upstream>, Vec<String>) {
     let at = YamlPath::root().key("upstreams");
     let mut out = Vec::new();
+    let mut declared = Vec::new();
     let Some(value) = value else {
-        errs.push(doc.at(&YamlPath::root(), "missing `upstreams`: name at least one origin group"));
-        return out;
+        errs.push(doc.at(
+            &YamlPath::root(),
+            "missing `upstreams`: name at least one origin group",
+        ));
+        return (out, declared);
     };
     let Value::Mapping(map) = value else {
         errs.push(doc.at(&at, "expected a mapping of upstream names to settings"));
-        return out;
+        return (out, declared);
     };
     for (k, v) in map {
         let name = k.as_str().unwrap_or_default().to_string();
+        declared.push(name.clone());
         let item = at.key(name.as_str());
         if !valid_name(&name) {
-            errs.push(doc.at(&item, "upstream names use letters, digits, `-`, `_` and `.`"));
+            errs.push(doc.at(
+                &item,
+                "upstream names use letters, digits, `-`, `_` and `.`",
+            ));
             continue;
         }
         let Some(file): Option<FileUpstream> = doc.de(v, &item, errs) else {
             continue;
         };
         if file.servers.is_empty() {
-            errs.push(doc.at(&item.key("servers"), "an upstream needs at least one server"));
+            errs.push(doc.at(
+                &item.key("servers"),
+                "an upstream needs at least one server",
+            ));
         }
         let mut servers = Vec::new();
         for (i, server) in file.servers.iter().enumerate() {
@@ -393,7 +432,11 @@ fn check_upstreams(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>
             }
             d
         };
-        let connect_timeout = timeout("connect_timeout", file.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        let connect_timeout = timeout(
+            "connect_timeout",
+            file.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        );
         let read_timeout = timeout("read_timeout", file.read_timeout, DEFAULT_READ_TIMEOUT);
         let write_timeout = timeout("write_timeout", file.write_timeout, DEFAULT_WRITE_TIMEOUT);
         let idle_timeout = timeout("idle_timeout", file.idle_timeout, DEFAULT_IDLE_TIMEOUT);
@@ -416,12 +459,14 @@ fn check_upstreams(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>
             sni,
         });
     }
-    out
+    (out, declared)
 }
 
 fn has_port(server: &str) -> bool {
     match server.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok(),
+        Some((host, port)) => {
+            !host.is_empty() && !host.ends_with(':') && port.parse::<u16>().is_ok()
+        }
         None => false,
     }
 }
@@ -479,9 +524,7 @@ fn check_metrics(
 
 fn check_cache(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) -> Cache {
     let at = YamlPath::root().key("cache");
-    let file: FileCache = value
-        .and_then(|v| doc.de(v, &at, errs))
-        .unwrap_or_default();
+    let file: FileCache = value.and_then(|v| doc.de(v, &at, errs)).unwrap_or_default();
     let memory = file.memory.map_or(DEFAULT_CACHE_MEMORY, |s| s.0);
     let max_object = file.max_object.map_or(DEFAULT_CACHE_MAX_OBJECT, |s| s.0);
     if max_object > memory {
@@ -505,7 +548,10 @@ fn expand_rules(
         let found: Vec<PathBuf> = if is_glob {
             match glob::glob(&full.to_string_lossy()) {
                 Ok(paths) => {
-                    let mut v: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    let mut v: Vec<PathBuf> = paths
+                        .filter_map(Result::ok)
+                        .filter(|p| p.is_file())
+                        .collect();
                     v.sort();
                     v
                 }
@@ -532,6 +578,7 @@ fn expand_rules(
 fn check_rule_file(
     doc: &Doc,
     upstreams: &[Upstream],
+    declared: &[String],
     names: &mut HashMap<String, String>,
     routes: &mut Vec<Route>,
     errs: &mut Vec<ConfigError>,
@@ -562,36 +609,55 @@ fn check_rule_file(
         } else if let Some(first) = names.get(&file.name) {
             errs.push(doc.at_value(
                 &rat.key("name"),
-                format!("duplicate route name `{}` (first defined at {first})", file.name),
+                format!(
+                    "duplicate route name `{}` (first defined at {first})",
+                    file.name
+                ),
             ));
         } else {
             names.insert(file.name.clone(), defined_at.clone());
         }
         let upstream = upstreams.iter().position(|u| u.name == file.upstream);
-        if upstream.is_none() {
+        if upstream.is_none() && !declared.contains(&file.upstream) {
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
             errs.push(doc.at_value(
                 &rat.key("upstream"),
-                format!("unknown upstream `{}` (defined: {})", file.upstream, list(&known)),
+                format!(
+                    "unknown upstream `{}` (defined: {})",
+                    file.upstream,
+                    list(&known)
+                ),
             ));
         }
         let mat = rat.key("match");
-        let host = file.matcher.host.as_deref().and_then(|h| match parse_host_match(h) {
-            Ok(m) => Some(m),
-            Err(msg) => {
-                errs.push(doc.at_value(&mat.key("host"), msg));
-                None
-            }
-        });
+        let host = file
+            .matcher
+            .host
+            .as_deref()
+            .and_then(|h| match parse_host_match(h) {
+                Ok(m) => Some(m),
+                Err(msg) => {
+                    errs.push(doc.at_value(&mat.key("host"), msg));
+                    None
+                }
+            });
         let path = match (&file.matcher.path, &file.matcher.prefix) {
             (Some(_), Some(_)) => {
-                errs.push(doc.at(&mat.key("prefix"), "use either `path` or `prefix`, not both"));
+                errs.push(doc.at(
+                    &mat.key("prefix"),
+                    "use either `path` or `prefix`, not both",
+                ));
                 None
             }
-            (Some(p), None) => parse_path_match(p).map_err(|m| errs.push(doc.at_value(&mat.key("path"), m))).ok(),
+            (Some(p), None) => parse_path_match(p)
+                .map_err(|m| errs.push(doc.at_value(&mat.key("path"), m)))
+                .ok(),
             (None, Some(p)) if p.starts_with('/') => Some(PathMatch::Prefix(p.clone())),
             (None, Some(p)) => {
-                errs.push(doc.at_value(&mat.key("prefix"), format!("prefix `{p}` must start with `/`")));
+                errs.push(doc.at_value(
+                    &mat.key("prefix"),
+                    format!("prefix `{p}` must start with `/`"),
+                ));
                 None
             }
             (None, None) => Some(PathMatch::Any),
@@ -599,7 +665,9 @@ fn check_rule_file(
         let methods = file.matcher.methods.as_ref().map(|list| {
             let mut out = Vec::new();
             for (j, m) in list.iter().enumerate() {
-                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+                let valid = !m.is_empty()
+                    && m.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
                 match http::Method::from_bytes(m.as_bytes()) {
                     Ok(method) if valid => out.push(method),
                     _ => errs.push(doc.at_value(
@@ -673,9 +741,22 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        assert_eq!(parse_host_match("Shop.Example.com"), Ok(HostMatch::Exact("shop.example.com".into())));
-        assert_eq!(parse_host_match("*.example.com"), Ok(HostMatch::Suffix(".example.com".into())));
-        for bad in ["", "shop.example.com:8080", "a b", "*.", "ex*ample.com", ".x"] {
+        assert_eq!(
+            parse_host_match("Shop.Example.com"),
+            Ok(HostMatch::Exact("shop.example.com".into()))
+        );
+        assert_eq!(
+            parse_host_match("*.example.com"),
+            Ok(HostMatch::Suffix(".example.com".into()))
+        );
+        for bad in [
+            "",
+            "shop.example.com:8080",
+            "a b",
+            "*.",
+            "ex*ample.com",
+            ".x",
+        ] {
             assert!(parse_host_match(bad).is_err(), "{bad}");
         }
     }
@@ -683,7 +764,10 @@ mod tests {
     #[test]
     fn path_patterns() {
         assert!(matches!(parse_path_match("/cart"), Ok(PathMatch::Exact(p)) if p == "/cart"));
-        assert!(matches!(parse_path_match("/api/**"), Ok(PathMatch::Glob { .. })));
+        assert!(matches!(
+            parse_path_match("/api/**"),
+            Ok(PathMatch::Glob { .. })
+        ));
         assert!(parse_path_match("cart").is_err());
         let err = parse_path_match("/api/[").unwrap_err();
         assert!(err.contains("invalid glob"), "{err}");

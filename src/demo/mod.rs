@@ -33,7 +33,10 @@ pub fn point_upstreams_at(config: &mut Config, addr: SocketAddr) {
 
 /// The storefront as a Pingora service on `addr`.
 pub fn storefront_service(addr: SocketAddr) -> Service<HttpServer<Storefront>> {
-    let mut service = Service::new("awning demo storefront".to_string(), HttpServer::new_app(Storefront::default()));
+    let mut service = Service::new(
+        "awning demo storefront".to_string(),
+        HttpServer::new_app(Storefront::default()),
+    );
     service.add_tcp(&addr.to_string());
     service
 }
@@ -45,7 +48,13 @@ pub fn hints(config: &Config, storefront: SocketAddr) -> String {
         .http
         .first()
         .map(|a| format!("http://{a}"))
-        .or_else(|| config.listen.tls.first().map(|t| format!("https://{}", t.addr)))
+        .or_else(|| {
+            config
+                .listen
+                .tls
+                .first()
+                .map(|t| format!("https://{}", t.addr))
+        })
         .unwrap_or_default()
         .replace("0.0.0.0", "127.0.0.1")
         .replace("[::]", "[::1]");

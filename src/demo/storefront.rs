@@ -23,12 +23,48 @@ struct Product {
 }
 
 const CATALOGUE: &[Product] = &[
-    Product { id: 1, slug: "canvas-awning", name: "Canvas Awning", category: "outdoor", price_cents: 12900 },
-    Product { id: 2, slug: "patio-umbrella", name: "Patio Umbrella", category: "outdoor", price_cents: 8900 },
-    Product { id: 3, slug: "deck-chair", name: "Deck Chair", category: "furniture", price_cents: 5900 },
-    Product { id: 4, slug: "garden-table", name: "Garden Table", category: "furniture", price_cents: 19900 },
-    Product { id: 5, slug: "string-lights", name: "String Lights", category: "lighting", price_cents: 2400 },
-    Product { id: 6, slug: "solar-lantern", name: "Solar Lantern", category: "lighting", price_cents: 1900 },
+    Product {
+        id: 1,
+        slug: "canvas-awning",
+        name: "Canvas Awning",
+        category: "outdoor",
+        price_cents: 12900,
+    },
+    Product {
+        id: 2,
+        slug: "patio-umbrella",
+        name: "Patio Umbrella",
+        category: "outdoor",
+        price_cents: 8900,
+    },
+    Product {
+        id: 3,
+        slug: "deck-chair",
+        name: "Deck Chair",
+        category: "furniture",
+        price_cents: 5900,
+    },
+    Product {
+        id: 4,
+        slug: "garden-table",
+        name: "Garden Table",
+        category: "furniture",
+        price_cents: 19900,
+    },
+    Product {
+        id: 5,
+        slug: "string-lights",
+        name: "String Lights",
+        category: "lighting",
+        price_cents: 2400,
+    },
+    Product {
+        id: 6,
+        slug: "solar-lantern",
+        name: "Solar Lantern",
+        category: "lighting",
+        price_cents: 1900,
+    },
 ];
 
 const DEMO_PASSWORD: &str = "correct horse";
@@ -144,45 +180,113 @@ impl Storefront {
             (true, _, [""]) => {
                 let items: String = CATALOGUE
                     .iter()
-                    .map(|p| format!("<li><a href=\"/products/{}\">{}</a> €{}.{:02}</li>", p.slug, p.name, p.price_cents / 100, p.price_cents % 100))
+                    .map(|p| {
+                        format!(
+                            "<li><a href=\"/products/{}\">{}</a> €{}.{:02}</li>",
+                            p.slug,
+                            p.name,
+                            p.price_cents / 100,
+                            p.price_cents % 100
+                        )
+                    })
                     .collect();
-                Reply::html(200, "public, s-maxage=60, stale-while-revalidate=30", "Home", &format!("<h1>Summer sale</h1><ul>{items}</ul>"))
-                    .with("x-nextjs-cache", "MISS")
+                Reply::html(
+                    200,
+                    "public, s-maxage=60, stale-while-revalidate=30",
+                    "Home",
+                    &format!("<h1>Summer sale</h1><ul>{items}</ul>"),
+                )
+                .with("x-nextjs-cache", "MISS")
             }
             (true, _, ["products", slug]) => match CATALOGUE.iter().find(|p| p.slug == *slug) {
-                Some(p) => Reply::html(200, "public, s-maxage=600, stale-while-revalidate=60", p.name, &format!("<h1>{}</h1><p>€{}.{:02}</p>", p.name, p.price_cents / 100, p.price_cents % 100))
-                    .with("surrogate-key", format!("products product-{}", p.id)),
-                None => Reply::html(404, "public, s-maxage=30", "Not found", "<h1>Product not found</h1>"),
+                Some(p) => Reply::html(
+                    200,
+                    "public, s-maxage=600, stale-while-revalidate=60",
+                    p.name,
+                    &format!(
+                        "<h1>{}</h1><p>€{}.{:02}</p>",
+                        p.name,
+                        p.price_cents / 100,
+                        p.price_cents % 100
+                    ),
+                )
+                .with("surrogate-key", format!("products product-{}", p.id)),
+                None => Reply::html(
+                    404,
+                    "public, s-maxage=30",
+                    "Not found",
+                    "<h1>Product not found</h1>",
+                ),
             },
             (true, _, ["api", "products"]) => {
                 let list: Vec<_> = CATALOGUE.iter().map(product_json).collect();
-                Reply::json(200, "public, max-age=0, s-maxage=600, stale-while-revalidate=60", json!({ "products": list }))
-                    .with("surrogate-key", "products")
+                Reply::json(
+                    200,
+                    "public, max-age=0, s-maxage=600, stale-while-revalidate=60",
+                    json!({ "products": list }),
+                )
+                .with("surrogate-key", "products")
             }
-            (true, _, ["api", "products", id]) => match CATALOGUE.iter().find(|p| p.id.to_string() == *id || p.slug == *id) {
-                Some(p) => Reply::json(200, "public, max-age=0, s-maxage=1200, stale-while-revalidate=60", product_json(p))
-                    .with("surrogate-key", format!("products product-{}", p.id)),
-                None => Reply::json(404, "public, s-maxage=30", json!({ "error": "product not found" })),
+            (true, _, ["api", "products", id]) => match CATALOGUE
+                .iter()
+                .find(|p| p.id.to_string() == *id || p.slug == *id)
+            {
+                Some(p) => Reply::json(
+                    200,
+                    "public, max-age=0, s-maxage=1200, stale-while-revalidate=60",
+                    product_json(p),
+                )
+                .with("surrogate-key", format!("products product-{}", p.id)),
+                None => Reply::json(
+                    404,
+                    "public, s-maxage=30",
+                    json!({ "error": "product not found" }),
+                ),
             },
             (true, _, ["api", "categories"]) => {
                 let mut cats: Vec<&str> = CATALOGUE.iter().map(|p| p.category).collect();
                 cats.dedup();
-                Reply::json(200, "public, max-age=0, s-maxage=1800", json!({ "categories": cats }))
+                Reply::json(
+                    200,
+                    "public, max-age=0, s-maxage=1800",
+                    json!({ "categories": cats }),
+                )
             }
             (true, _, ["api", "search"]) => {
-                let q = query_param(query.as_deref(), "q").unwrap_or("").to_ascii_lowercase();
+                let q = query_param(query.as_deref(), "q")
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 let hits: Vec<_> = CATALOGUE
                     .iter()
-                    .filter(|p| !q.is_empty() && (p.name.to_ascii_lowercase().contains(&q) || p.category.contains(&q)))
+                    .filter(|p| {
+                        !q.is_empty()
+                            && (p.name.to_ascii_lowercase().contains(&q) || p.category.contains(&q))
+                    })
                     .map(product_json)
                     .collect();
-                Reply::json(200, "public, max-age=0, s-maxage=300", json!({ "query": q, "results": hits }))
+                Reply::json(
+                    200,
+                    "public, max-age=0, s-maxage=300",
+                    json!({ "query": q, "results": hits }),
+                )
             }
-            (true, _, ["api", "inventory", id]) => match CATALOGUE.iter().find(|p| p.id.to_string() == *id) {
-                Some(p) => Reply::json(200, "public, max-age=0, s-maxage=60", json!({ "id": p.id, "in_stock": 10 + p.id * 3 })),
-                None => Reply::json(404, "public, s-maxage=30", json!({ "error": "product not found" })),
-            },
-            (_, "GET" | "POST", ["api", "cart"]) => self.cart(session, method == Method::POST).await,
+            (true, _, ["api", "inventory", id]) => {
+                match CATALOGUE.iter().find(|p| p.id.to_string() == *id) {
+                    Some(p) => Reply::json(
+                        200,
+                        "public, max-age=0, s-maxage=60",
+                        json!({ "id": p.id, "in_stock": 10 + p.id * 3 }),
+                    ),
+                    None => Reply::json(
+                        404,
+                        "public, s-maxage=30",
+                        json!({ "error": "product not found" }),
+                    ),
+                }
+            }
+            (_, "GET" | "POST", ["api", "cart"]) => {
+                self.cart(session, method == Method::POST).await
+            }
             (_, "POST", ["api", "auth", "login"]) => self.login(session).await,
             (true, _, ["_next", "static", ..]) if path.ends_with(".js") => Reply {
                 status: 200,
@@ -191,8 +295,15 @@ impl Storefront {
                 body: b"document.documentElement.dataset.shop='awning';\n".to_vec(),
                 extra: Vec::new(),
             },
-            (false, _, ["api", ..]) => Reply::json(405, "no-store", json!({ "error": "method not allowed" })),
-            _ => Reply::html(404, "public, s-maxage=30", "Not found", "<h1>Page not found</h1>"),
+            (false, _, ["api", ..]) => {
+                Reply::json(405, "no-store", json!({ "error": "method not allowed" }))
+            }
+            _ => Reply::html(
+                404,
+                "public, s-maxage=30",
+                "Not found",
+                "<h1>Page not found</h1>",
+            ),
         }
     }
 
@@ -210,19 +321,41 @@ impl Storefront {
                 .and_then(|v| v.get("product").and_then(|p| p.as_u64()))
                 .and_then(|p| CATALOGUE.iter().find(|c| u64::from(c.id) == p));
             let Some(product) = product else {
-                return Reply::json(400, "no-store", json!({ "error": "send {\"product\": <id>}" }));
+                return Reply::json(
+                    400,
+                    "no-store",
+                    json!({ "error": "send {\"product\": <id>}" }),
+                );
             };
-            self.carts.lock().expect("cart lock").entry(id.clone()).or_default().push(product.id);
+            self.carts
+                .lock()
+                .expect("cart lock")
+                .entry(id.clone())
+                .or_default()
+                .push(product.id);
         }
-        let items = self.carts.lock().expect("cart lock").get(&id).cloned().unwrap_or_default();
+        let items = self
+            .carts
+            .lock()
+            .expect("cart lock")
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
         let total: u32 = items
             .iter()
             .filter_map(|i| CATALOGUE.iter().find(|p| p.id == *i))
             .map(|p| p.price_cents)
             .sum();
-        let reply = Reply::json(200, "private, no-store", json!({ "items": items, "total": { "amount": total, "currency": "EUR" } }));
+        let reply = Reply::json(
+            200,
+            "private, no-store",
+            json!({ "items": items, "total": { "amount": total, "currency": "EUR" } }),
+        );
         if fresh {
-            reply.with("set-cookie", format!("session={id}; Path=/; HttpOnly; SameSite=Lax"))
+            reply.with(
+                "set-cookie",
+                format!("session={id}; Path=/; HttpOnly; SameSite=Lax"),
+            )
         } else {
             reply
         }
@@ -236,10 +369,16 @@ impl Storefront {
         let password = creds.get("password").and_then(|p| p.as_str()).unwrap_or("");
         if password == DEMO_PASSWORD {
             let id = self.new_session_id();
-            Reply::json(200, "no-store", json!({ "ok": true }))
-                .with("set-cookie", format!("session={id}; Path=/; HttpOnly; SameSite=Lax"))
+            Reply::json(200, "no-store", json!({ "ok": true })).with(
+                "set-cookie",
+                format!("session={id}; Path=/; HttpOnly; SameSite=Lax"),
+            )
         } else {
-            Reply::json(401, "no-store", json!({ "ok": false, "error": "invalid credentials" }))
+            Reply::json(
+                401,
+                "no-store",
+                json!({ "ok": false, "error": "invalid credentials" }),
+            )
         }
     }
 }
@@ -261,7 +400,10 @@ impl ServeHttp for Storefront {
             .header("content-type", reply.content_type)
             .header("cache-control", reply.cache_control)
             .header("x-powered-by", "Next.js")
-            .header("date", httpdate::fmt_http_date(std::time::SystemTime::now()));
+            .header(
+                "date",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+            );
         if reply.status == 200 && !reply.cache_control.contains("no-store") {
             builder = builder.header("etag", tag.as_str());
         }
@@ -275,6 +417,8 @@ impl ServeHttp for Storefront {
             builder = builder.header("content-length", reply.body.len().to_string());
             reply.body
         };
-        builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }

@@ -99,7 +99,8 @@ fn parse_authority(raw: &str) -> Option<Authority<'_>> {
 }
 
 fn same_authority(a: &Authority<'_>, b: &Authority<'_>, default_port: u16) -> bool {
-    a.host.eq_ignore_ascii_case(b.host) && a.port.unwrap_or(default_port) == b.port.unwrap_or(default_port)
+    a.host.eq_ignore_ascii_case(b.host)
+        && a.port.unwrap_or(default_port) == b.port.unwrap_or(default_port)
 }
 
 /// Checks Host and the request URI. `is_h2` requests carry their authority in
@@ -123,12 +124,17 @@ pub fn check_target(req: &RequestHeader, is_h2: bool) -> Result<CheckedTarget, T
     // holds only the path); h2 carries the authority in the URI (`:authority`).
     let raw = req.raw_path();
     let absolute = if is_h2 {
-        req.uri
-            .authority()
-            .map(|a| (req.uri.scheme_str().unwrap_or("https").as_bytes(), a.as_str().as_bytes()))
+        req.uri.authority().map(|a| {
+            (
+                req.uri.scheme_str().unwrap_or("https").as_bytes(),
+                a.as_str().as_bytes(),
+            )
+        })
     } else {
         match raw_target_authority(raw) {
-            RawTargetAuthority::Absolute { scheme, authority, .. } => Some((scheme, authority)),
+            RawTargetAuthority::Absolute {
+                scheme, authority, ..
+            } => Some((scheme, authority)),
             RawTargetAuthority::AmbiguousAuthority => return Err(TargetError::MalformedTarget),
             RawTargetAuthority::None if raw.first() == Some(&b'/') || raw == b"*" => None,
             RawTargetAuthority::None => return Err(TargetError::MalformedTarget),
@@ -168,7 +174,12 @@ pub fn check_target(req: &RequestHeader, is_h2: bool) -> Result<CheckedTarget, T
     };
     match chosen {
         Some((raw, auth)) => Ok(CheckedTarget {
-            host: Some(auth.host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()),
+            host: Some(
+                auth.host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase(),
+            ),
             authority: Some(raw.to_string()),
             origin_form,
             host_header_missing: header.is_none(),
@@ -202,7 +213,10 @@ pub fn set_forwarding(req: &mut RequestHeader, f: Forwarding<'_>) {
             req.remove_header(&X_FORWARDED_FOR);
         }
     }
-    let _ = req.insert_header(X_FORWARDED_PROTO.clone(), if f.tls { "https" } else { "http" });
+    let _ = req.insert_header(
+        X_FORWARDED_PROTO.clone(),
+        if f.tls { "https" } else { "http" },
+    );
     match f.authority {
         Some(a) => {
             let _ = req.insert_header(X_FORWARDED_HOST.clone(), a);
@@ -251,7 +265,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_hosts() {
-        for h in ["", "shop example", "shop.example.com:", "shop:99999", "a@b", "shop:80:80", "[::1", "[zz]:80", "sh/op", "999.1.1.1"] {
+        for h in [
+            "",
+            "shop example",
+            "shop.example.com:",
+            "shop:99999",
+            "a@b",
+            "shop:80:80",
+            "[::1",
+            "[zz]:80",
+            "sh/op",
+            "999.1.1.1",
+        ] {
             assert_eq!(check("/", &[h]), Err(TargetError::MalformedHost), "{h:?}");
         }
         assert_eq!(check("/", &["a", "b"]), Err(TargetError::MultipleHosts));
@@ -264,10 +289,22 @@ mod tests {
         let t = check("http://shop.test/p?q=1", &["shop.test"]).unwrap();
         assert_eq!(t.origin_form.unwrap().to_string(), "/p?q=1");
         assert!(check("http://shop.test:80/p", &["SHOP.test"]).is_ok());
-        assert_eq!(check("http://evil.test/p", &["shop.test"]), Err(TargetError::ForeignAuthority));
-        assert_eq!(check("http://shop.test:8080/p", &["shop.test"]), Err(TargetError::ForeignAuthority));
-        assert_eq!(check("ftp://shop.test/p", &["shop.test"]), Err(TargetError::BadScheme));
-        assert_eq!(check("http:/\\evil.test/p", &["shop.test"]), Err(TargetError::MalformedTarget));
+        assert_eq!(
+            check("http://evil.test/p", &["shop.test"]),
+            Err(TargetError::ForeignAuthority)
+        );
+        assert_eq!(
+            check("http://shop.test:8080/p", &["shop.test"]),
+            Err(TargetError::ForeignAuthority)
+        );
+        assert_eq!(
+            check("ftp://shop.test/p", &["shop.test"]),
+            Err(TargetError::BadScheme)
+        );
+        assert_eq!(
+            check("http:/\\evil.test/p", &["shop.test"]),
+            Err(TargetError::MalformedTarget)
+        );
         let t = check("http://shop.test/", &[]).unwrap();
         assert!(t.host_header_missing);
         assert_eq!(t.host.as_deref(), Some("shop.test"));

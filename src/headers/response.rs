@@ -7,7 +7,14 @@ use pingora::http::ResponseHeader;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that must not travel past this hop.
 /// `Transfer-Encoding` is left to Pingora, which re-frames the body itself.
-const HOP_BY_HOP: [&str; 6] = ["connection", "proxy-connection", "keep-alive", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// Fields a `Connection` token may not remove, because framing depends on them.
 const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
@@ -53,7 +60,10 @@ pub fn error_page(status: u16) -> (ResponseHeader, Bytes) {
     let _ = resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
-    let _ = resp.insert_header(header::DATE, httpdate::fmt_http_date(std::time::SystemTime::now()));
+    let _ = resp.insert_header(
+        header::DATE,
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+    );
     (resp, body)
 }
 

@@ -32,11 +32,16 @@ async fn respond(session: &mut Session, status: u16, close: bool) -> Result<bool
         .headers
         .get(http::header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() != b"0")
-        || session.req_header().headers.contains_key(http::header::TRANSFER_ENCODING);
+        || session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING);
     if close || has_body {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
@@ -49,9 +54,7 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 }
 
 fn downstream_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some())
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 #[async_trait]
@@ -89,15 +92,23 @@ impl ProxyHttp for Awning {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let route = ctx
             .route
             .and_then(|i| ctx.snapshot.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         let group = &ctx.snapshot.upstreams[route.upstream];
-        let server = group
-            .pick(&ctx.tried)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "every server of the upstream failed").into_up())?;
+        let server = group.pick(&ctx.tried).ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectError,
+                "every server of the upstream failed",
+            )
+            .into_up()
+        })?;
         ctx.tried.add(server);
         ctx.server = Some(server);
         Ok(Box::new(peer::build(group, server)))
@@ -112,7 +123,10 @@ impl ProxyHttp for Awning {
     ) -> Box<Error> {
         // Nothing reached the origin, so another server may take the request,
         // whatever its method.
-        if let (Some(route), Some(server)) = (ctx.route.and_then(|i| ctx.snapshot.routes.get(i)), ctx.server) {
+        if let (Some(route), Some(server)) = (
+            ctx.route.and_then(|i| ctx.snapshot.routes.get(i)),
+            ctx.server,
+        ) {
             let group = &ctx.snapshot.upstreams[route.upstream];
             group.mark_failed(server);
             log::warn!(
@@ -151,13 +165,21 @@ impl ProxyHttp for Awning {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response::strip_hop_by_hop(upstream_response);
-        if let (Some(route), Some(server)) = (ctx.route.and_then(|i| ctx.snapshot.routes.get(i)), ctx.server) {
+        if let (Some(route), Some(server)) = (
+            ctx.route.and_then(|i| ctx.snapshot.routes.get(i)),
+            ctx.server,
+        ) {
             ctx.snapshot.upstreams[route.upstream].mark_ok(server);
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let status = errors::status_for(e);
         if status > 0 {
             let (header, body) = response::error_page(status);

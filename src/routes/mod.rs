@@ -67,7 +67,8 @@ fn host_matches(pattern: &HostMatch, host: &str) -> bool {
         HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
         HostMatch::Suffix(suffix) => {
             host.len() > suffix.len()
-                && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                && host.as_bytes()[host.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
         }
     }
 }
@@ -97,7 +98,11 @@ mod tests {
             } else {
                 parse_path_match(path).unwrap()
             },
-            methods: methods.map(|ms| ms.iter().map(|m| Method::from_bytes(m.as_bytes()).unwrap()).collect()),
+            methods: methods.map(|ms| {
+                ms.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
+                    .collect()
+            }),
             upstream: 0,
             defined_at: String::new(),
         }
@@ -108,7 +113,12 @@ mod tests {
             route("admin-host", Some("admin.shop.test"), "", None),
             route("tenants", Some("*.shops.test"), "", None),
             route("static", None, "/_next/static/**", None),
-            route("product-write", None, "/api/products/*", Some(&["PUT", "DELETE"])),
+            route(
+                "product-write",
+                None,
+                "/api/products/*",
+                Some(&["PUT", "DELETE"]),
+            ),
             route("products", None, "/api/products/**", Some(&["GET", "HEAD"])),
             route("cart", None, "/cart", None),
             route("api", None, "prefix:/api/", None),
@@ -116,9 +126,19 @@ mod tests {
         ])
     }
 
-    fn find<'a>(t: &'a RouteTable, host: Option<&str>, method: &str, path: &str) -> Option<&'a str> {
+    fn find<'a>(
+        t: &'a RouteTable,
+        host: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Option<&'a str> {
         let m = Method::from_bytes(method.as_bytes()).unwrap();
-        t.find(Target { host, path, method: &m }).map(|(_, r)| r.name.as_str())
+        t.find(Target {
+            host,
+            path,
+            method: &m,
+        })
+        .map(|(_, r)| r.name.as_str())
     }
 
     #[test]
@@ -126,7 +146,12 @@ mod tests {
         let t = table();
         let shop = Some("shop.test");
         let cases: &[(Option<&str>, &str, &str, Option<&str>)] = &[
-            (Some("admin.shop.test"), "GET", "/api/products/1", Some("admin-host")),
+            (
+                Some("admin.shop.test"),
+                "GET",
+                "/api/products/1",
+                Some("admin-host"),
+            ),
             (Some("ADMIN.shop.test"), "GET", "/", Some("admin-host")),
             (Some("eu.shops.test"), "GET", "/cart", Some("tenants")),
             (Some("shops.test"), "GET", "/cart", Some("cart")),
@@ -141,7 +166,11 @@ mod tests {
             (shop, "GET", "/", Some("pages")),
         ];
         for (host, method, path, want) in cases {
-            assert_eq!(find(&t, *host, method, path), *want, "{host:?} {method} {path}");
+            assert_eq!(
+                find(&t, *host, method, path),
+                *want,
+                "{host:?} {method} {path}"
+            );
         }
     }
 

@@ -1,0 +1,60 @@
+# awning — the two commands of the README's quick start are `make demo` and `make test`.
+# Both install what a fresh Debian/Ubuntu machine with only the Rust toolchain lacks.
+
+CARGO ?= cargo
+# Packages the build and the tests need: a C compiler, cmake (zlib-ng in
+# pingora), pkg-config, and redis-server for the Redis tests.
+APT_PACKAGES := build-essential cmake pkg-config redis-server
+
+.PHONY: all deps build test demo check bench lint fmt clean
+
+all: build
+
+## deps: install missing system packages with apt-get (as root or via sudo)
+deps:
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "error: missing$$missing and cannot install them here."; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+build: deps
+	$(CARGO) build
+
+## test: the whole test suite (unit + integration against the real binary)
+test: deps
+	$(CARGO) test
+
+## demo: build and run the sample storefront with awning in front (Ctrl-C stops it)
+demo: deps
+	$(CARGO) run -- demo -c proxy.yaml
+
+## check: validate the shipped configuration
+check: deps
+	$(CARGO) run -- check -c proxy.yaml
+
+## bench: criterion micro-benches (release build)
+bench: deps
+	$(CARGO) bench
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean

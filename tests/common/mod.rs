@@ -1,0 +1,11 @@
+//! Test harness shared by the integration tests: a scripted fake origin, a raw
+//! HTTP client and the real awning binary on ports picked for it.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod origin;
+pub mod proxy;
+
+pub use client::{get, send_raw, Request, Response};
+pub use origin::{FakeOrigin, Received, Reply};
+pub use proxy::{eventually, free_port, ProxyUnderTest, Setup};

@@ -1,0 +1,232 @@
+//! `ProxyUnderTest`: the real awning binary with a generated config on ports
+//! picked for it, started and awaited with a deadline, stopped on drop. Its
+//! stderr is shown when the test fails.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::client;
+
+/// A port the OS considers free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics after `deadline`.
+pub fn eventually<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_awning")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What to put in the generated config.
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    upstreams: Vec<(String, Vec<String>, String)>,
+    rules: String,
+    extra: String,
+    subcommand: Vec<String>,
+}
+
+impl Setup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// An upstream group; `settings` is extra YAML (indented 4) under it.
+    pub fn upstream(mut self, name: &str, servers: &[SocketAddr], settings: &str) -> Self {
+        self.upstreams.push((
+            name.into(),
+            servers.iter().map(|s| s.to_string()).collect(),
+            settings.into(),
+        ));
+        self
+    }
+    /// The rule file's text.
+    pub fn rules(mut self, yaml: &str) -> Self {
+        self.rules = yaml.into();
+        self
+    }
+    /// Extra top-level YAML for proxy.yaml.
+    pub fn extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self.extra.push('\n');
+        self
+    }
+    /// Run another subcommand than `run` (e.g. `demo`).
+    pub fn subcommand(mut self, args: &[&str]) -> Self {
+        self.subcommand = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+}
+
+pub struct ProxyUnderTest {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    child: Child,
+    exit: Option<ExitStatus>,
+}
+
+impl ProxyUnderTest {
+    pub fn start(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut yaml = format!(
+            "threads: 2\nlisten:\n  http: [\"{addr}\"]\nadmin:\n  listen: \"{admin}\"\nmetrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
+        );
+        for (name, servers, settings) in &setup.upstreams {
+            let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+            yaml.push_str(&format!("  {name}:\n    servers: [{}]\n", list.join(", ")));
+            for line in settings.lines().filter(|l| !l.trim().is_empty()) {
+                yaml.push_str(&format!("    {}\n", line.trim()));
+            }
+        }
+        yaml.push_str(&setup.extra);
+        fs::write(dir.path().join("proxy.yaml"), yaml).unwrap();
+        fs::create_dir(dir.path().join("rules")).unwrap();
+        fs::write(dir.path().join("rules/routes.yaml"), &setup.rules).unwrap();
+
+        let config = dir.path().join("proxy.yaml");
+        let mut args: Vec<String> = if setup.subcommand.is_empty() {
+            vec!["run".into()]
+        } else {
+            setup.subcommand.clone()
+        };
+        args.push("-c".into());
+        args.push(config.to_string_lossy().into_owned());
+        let child = Command::new(binary())
+            .args(&args)
+            .env("AWNING_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .expect("start awning");
+        let mut me = Self {
+            dir,
+            addr,
+            admin,
+            metrics,
+            child,
+            exit: None,
+        };
+        me.wait_ready(Duration::from_secs(30));
+        me
+    }
+
+    fn wait_ready(&mut self, deadline: Duration) {
+        let admin = self.admin;
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "awning exited before it was ready ({status}):\n{}",
+                    self.stderr()
+                );
+            }
+            if std::net::TcpStream::connect(admin).is_ok()
+                && client::get(admin, "/readyz").status == 200
+            {
+                return;
+            }
+            if Instant::now() > end {
+                panic!("awning not ready after {deadline:?}:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        if let Some(s) = self.exit {
+            return s;
+        }
+        let status = eventually("awning to exit", deadline, || {
+            self.child.try_wait().unwrap()
+        });
+        self.exit = Some(status);
+        status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exit.is_none() && self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Resident memory of the proxy process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid())
+    }
+}
+
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Drop for ProxyUnderTest {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- awning stderr ----\n{}\n---- end of awning stderr ----",
+                self.stderr()
+            );
+        }
+    }
+}
