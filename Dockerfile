@@ -15,8 +15,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/awning /usr/local/bin/awning
 COPY proxy.yaml /etc/awning/proxy.yaml
 COPY rules /etc/awning/rules
+# Inside a container the listeners must face the container network.
+RUN sed -i -e 's/"127.0.0.1:8080"/"0.0.0.0:8080"/' -e 's/"127.0.0.1:9090"/"0.0.0.0:9090"/' \
+           -e 's/"127.0.0.1:9091"/"0.0.0.0:9091"/' /etc/awning/proxy.yaml \
+    && /usr/local/bin/awning check -c /etc/awning/proxy.yaml
 USER awning
 EXPOSE 8080 9090 9091
-# In a container, listen on 0.0.0.0 (edit proxy.yaml or mount your own /etc/awning).
+# Mount your own /etc/awning to replace the shipped configuration.
 ENTRYPOINT ["/usr/local/bin/awning"]
 CMD ["run", "-c", "/etc/awning/proxy.yaml"]

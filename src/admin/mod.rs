@@ -43,13 +43,22 @@ impl AdminApp {
     }
 }
 
-fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
+        .header("content-type", content_type)
+        .header("content-length", body.len())
         .header("cache-control", "no-store")
-        .body(body.as_bytes().to_vec())
+        .body(body)
         .expect("static response")
+}
+
+fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 #[async_trait]
@@ -63,12 +72,7 @@ impl ServeHttp for AdminApp {
                 let (ready, doc) = self.readiness();
                 let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
                 body.push(b'\n');
-                Response::builder()
-                    .status(if ready { 200 } else { 503 })
-                    .header("content-type", "application/json")
-                    .header("cache-control", "no-store")
-                    .body(body)
-                    .expect("static response")
+                reply(if ready { 200 } else { 503 }, "application/json", body)
             }
             "/healthz" | "/readyz" => text(405, "405 Method Not Allowed\n"),
             _ => text(404, "404 Not Found\n"),

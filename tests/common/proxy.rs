@@ -49,6 +49,7 @@ pub struct Setup {
     rules: String,
     extra: String,
     subcommand: Vec<String>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Setup {
@@ -75,6 +76,11 @@ impl Setup {
         self.extra.push('\n');
         self
     }
+    /// Adds a TLS listener with this PEM certificate and key.
+    pub fn tls(mut self, cert: &Path, key: &Path) -> Self {
+        self.tls = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
     /// Run another subcommand than `run` (e.g. `demo`).
     pub fn subcommand(mut self, args: &[&str]) -> Self {
         self.subcommand = args.iter().map(|s| s.to_string()).collect();
@@ -87,6 +93,8 @@ pub struct ProxyUnderTest {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    /// The TLS listener, when the setup asked for one.
+    pub tls_addr: Option<SocketAddr>,
     child: Child,
     exit: Option<ExitStatus>,
 }
@@ -97,8 +105,20 @@ impl ProxyUnderTest {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let tls_addr: Option<SocketAddr> = setup
+            .tls
+            .as_ref()
+            .map(|_| ([127, 0, 0, 1], free_port()).into());
+        let tls_yaml = match (&setup.tls, tls_addr) {
+            (Some((cert, key)), Some(a)) => format!(
+                "  tls:\n    - {{ addr: \"{a}\", cert: \"{}\", key: \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ),
+            _ => String::new(),
+        };
         let mut yaml = format!(
-            "threads: 2\nlisten:\n  http: [\"{addr}\"]\nadmin:\n  listen: \"{admin}\"\nmetrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
+            "threads: 2\nlisten:\n  http: [\"{addr}\"]\n{tls_yaml}admin:\n  listen: \"{admin}\"\nmetrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
         );
         for (name, servers, settings) in &setup.upstreams {
             let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
@@ -133,6 +153,7 @@ impl ProxyUnderTest {
             addr,
             admin,
             metrics,
+            tls_addr,
             child,
             exit: None,
         };
@@ -150,8 +171,10 @@ impl ProxyUnderTest {
                     self.stderr()
                 );
             }
+            // Alive, and the proxy listener accepts (readiness is tested on its own).
             if std::net::TcpStream::connect(admin).is_ok()
-                && client::get(admin, "/readyz").status == 200
+                && client::get(admin, "/healthz").status == 200
+                && std::net::TcpStream::connect(self.addr).is_ok()
             {
                 return;
             }
