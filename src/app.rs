@@ -8,6 +8,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::cache::CacheEngine;
 use crate::config::Config;
 use crate::lifecycle;
 use crate::proxy::Awning;
@@ -47,11 +48,12 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let listen = config.listen.clone();
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
+    let cache = CacheEngine::new(&config.cache);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Awning::new(snapshots.clone()),
+        Awning::new(snapshots.clone(), cache),
         "awning proxy",
     );
     for addr in &listen.http {
@@ -79,7 +81,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     let mut admin = Service::new(
         "awning admin".to_string(),
-        HttpServer::new_app(AdminApp::new(snapshots)),
+        HttpServer::new_app(AdminApp::new(snapshots, cache)),
     );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);

@@ -57,6 +57,28 @@ pub enum Command {
         )]
         config: PathBuf,
     },
+    /// Purge cached responses through the admin API of a running awning.
+    Purge {
+        #[arg(
+            short = 'c',
+            long = "config",
+            default_value = "proxy.yaml",
+            env = "AWNING_CONFIG"
+        )]
+        config: PathBuf,
+        /// A URL to purge, every variant (repeatable); without a scheme, both http and https.
+        #[arg(long = "url", value_name = "URL")]
+        urls: Vec<String>,
+        /// Purge every URL starting with this (repeatable), e.g. shop.example.com/api/search.
+        #[arg(long = "prefix", value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// Purge every response tagged so by the origin (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Mark stale instead of deleting (the next request revalidates).
+        #[arg(long)]
+        soft: bool,
+    },
     /// Run a sample storefront on loopback with awning in front of it.
     Demo {
         #[arg(short = 'c', long = "config", default_value = "proxy.yaml")]
@@ -120,6 +142,24 @@ pub fn main() -> i32 {
             storefront,
             storefront_only,
         } => run_demo(&config, storefront, storefront_only),
+        Command::Purge {
+            config,
+            urls,
+            prefixes,
+            tags,
+            soft,
+        } => {
+            let request = crate::cache::purge::PurgeRequest {
+                urls,
+                prefixes,
+                tags,
+                soft,
+            };
+            match load_or_report(&config) {
+                Ok(c) => crate::admin::client::purge(&c, &request),
+                Err(code) => code,
+            }
+        }
     }
 }
 

@@ -5,11 +5,13 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod headers;
 pub mod lifecycle;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod snapshot;

@@ -44,6 +44,16 @@ fn demo_serves_the_storefront_pages_and_apis_through_the_proxy() {
     let json: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
     assert_eq!(json["products"].as_array().unwrap().len(), 6);
 
+    let again = get(proxy.addr, "/api/products");
+    assert!(
+        again
+            .header("cache-status")
+            .unwrap_or("")
+            .starts_with("awning; hit"),
+        "the shipped rules cache the product list: {:?}",
+        again.header("cache-status")
+    );
+
     let detail = get(proxy.addr, "/api/products/1");
     assert_eq!(detail.status, 200);
     assert!(detail.text().contains("Canvas Awning"));

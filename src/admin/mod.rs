@@ -1,23 +1,31 @@
-//! The admin listener: liveness and readiness for orchestrators (reload,
-//! purge and the config view arrive with their issues).
+//! The admin listener: liveness, readiness and cache purge (reload and the
+//! config view arrive with their issues).
+
+pub mod client;
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::cache::purge::PurgeRequest;
+use crate::cache::CacheEngine;
 use crate::snapshot::SharedSnapshot;
+
+/// Largest admin request body read.
+const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 pub struct AdminApp {
     snapshots: SharedSnapshot,
+    cache: &'static CacheEngine,
 }
 
 impl AdminApp {
-    pub fn new(snapshots: SharedSnapshot) -> Self {
-        Self { snapshots }
+    pub fn new(snapshots: SharedSnapshot, cache: &'static CacheEngine) -> Self {
+        Self { snapshots, cache }
     }
 
-    /// The readiness document: config generation and per-upstream health.
+    /// The readiness document: config generation, cache and per-upstream health.
     pub fn readiness(&self) -> (bool, serde_json::Value) {
         let snap = self.snapshots.load();
         let upstreams: serde_json::Map<String, serde_json::Value> = snap
@@ -36,11 +44,94 @@ impl AdminApp {
             "checks": {
                 "config": { "ok": true, "generation": snap.generation, "routes": snap.routes.len() },
                 "routes": { "ok": ready },
+                "cache": {
+                    "stored_bytes": self.cache.store.stored_bytes(),
+                    "stored_objects": self.cache.store.stored_objects(),
+                    "capacity_bytes": self.cache.capacity,
+                    "evicted_bytes": self.cache.evicted_bytes(),
+                    "lru_tracked_bytes": pingora::cache::eviction::EvictionManager::total_size(self.cache.eviction),
+                },
                 "upstreams": upstreams,
             }
         });
         (ready, doc)
     }
+
+    /// The bearer token from `admin.token_file`, read per request so that a
+    /// rotated file takes effect without a restart.
+    /// The refusal to send when the request lacks the token, if it does.
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let snap = self.snapshots.load();
+        let Some(path) = snap.config.admin.token_file.as_ref() else {
+            return Some(text(
+                403,
+                "403 Forbidden: set admin.token_file to enable this endpoint\n",
+            ));
+        };
+        let expected = std::fs::read_to_string(path).unwrap_or_default();
+        let expected = expected.trim();
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if expected.is_empty() || !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
+            let mut r = text(401, "401 Unauthorized\n");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return Some(r);
+        }
+        None
+    }
+
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = self.refusal(session) {
+            return r;
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_ADMIN_BODY {
+                        return text(413, "413 Payload Too Large\n");
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return text(400, "400 Bad Request: unreadable body\n"),
+            }
+        }
+        let req: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json(
+                    400,
+                    &serde_json::json!({ "error": format!("invalid purge request: {e}") }),
+                )
+            }
+        };
+        let snap = self.snapshots.load();
+        let counts = self.cache.purge(&snap.routes, &req);
+        tracing::info!(
+            urls = counts.urls,
+            prefixes = counts.prefixes,
+            tags = counts.tags,
+            soft = req.soft,
+            "cache purge"
+        );
+        json(
+            200,
+            &serde_json::json!({ "purged": counts, "total": counts.total(), "soft": req.soft }),
+        )
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -61,20 +152,26 @@ fn text(status: u16, body: &str) -> Response<Vec<u8>> {
     )
 }
 
+fn json(status: u16, doc: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(doc).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let method_ok = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        let read = req.method == http::Method::GET || req.method == http::Method::HEAD;
+        let post = req.method == http::Method::POST;
         match req.uri.path() {
-            "/healthz" if method_ok => text(200, "ok\n"),
-            "/readyz" if method_ok => {
+            "/healthz" if read => text(200, "ok\n"),
+            "/readyz" if read => {
                 let (ready, doc) = self.readiness();
-                let mut body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-                body.push(b'\n');
-                reply(if ready { 200 } else { 503 }, "application/json", body)
+                json(if ready { 200 } else { 503 }, &doc)
             }
-            "/healthz" | "/readyz" => text(405, "405 Method Not Allowed\n"),
+            "/purge" if post => self.purge(session).await,
+            "/healthz" | "/readyz" | "/purge" => text(405, "405 Method Not Allowed\n"),
             _ => text(404, "404 Not Found\n"),
         }
     }

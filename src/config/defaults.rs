@@ -25,3 +25,9 @@ pub const DEFAULT_CACHE_MEMORY: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_CACHE_MAX_OBJECT: u64 = 8 * 1024 * 1024;
 /// Rule files read when `rules:` is absent.
 pub const DEFAULT_RULES: &str = "rules/*.yaml";
+/// Statuses a route may store unless it lists its own.
+pub const DEFAULT_CACHE_STATUSES: [u16; 7] = [200, 203, 300, 301, 308, 404, 410];
+/// Freshness of 404/410 in `override` mode unless the route sets `negative_ttl`.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// Response headers read for purge tags.
+pub const DEFAULT_TAG_HEADERS: [&str; 2] = ["surrogate-key", "cache-tag"];

@@ -74,6 +74,7 @@ pub struct FileMetrics {
 pub struct FileCache {
     pub memory: Option<HumanSize>,
     pub max_object: Option<HumanSize>,
+    pub tag_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +90,56 @@ pub struct FileRoute {
     #[serde(rename = "match", default)]
     pub matcher: FileMatch,
     pub upstream: String,
+    pub cache: Option<FileRouteCache>,
+    #[serde(default)]
+    pub compress: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileCacheMode {
+    Origin,
+    Override,
+    Bypass,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteCache {
+    pub mode: FileCacheMode,
+    pub ttl: Option<HumanDuration>,
+    pub negative_ttl: Option<HumanDuration>,
+    pub stale_while_revalidate: Option<HumanDuration>,
+    pub stale_if_error: Option<HumanDuration>,
+    pub statuses: Option<Vec<u16>>,
+    #[serde(default)]
+    pub key: FileCacheKey,
+    #[serde(default)]
+    pub bypass_cookies: Vec<String>,
+    #[serde(default)]
+    pub store_private: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileQueryMode {
+    #[default]
+    AsSent,
+    Sorted,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheKey {
+    #[serde(default)]
+    pub query: FileQueryMode,
+    #[serde(default)]
+    pub drop_params: Vec<String>,
+    pub only_params: Option<Vec<String>>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub cookies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

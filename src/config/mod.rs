@@ -83,6 +83,8 @@ pub struct Metrics {
 pub struct Cache {
     pub memory: u64,
     pub max_object: u64,
+    /// Response headers whose values are purge tags.
+    pub tag_headers: Vec<http::HeaderName>,
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +104,59 @@ pub struct Route {
     pub upstream: usize,
     /// Where the route was defined, for messages.
     pub defined_at: String,
+    pub cache: RouteCache,
+    /// Compress text responses (gzip, brotli) for clients that accept it when
+    /// the origin did not; the stored copy stays as the origin sent it.
+    pub compress: bool,
+}
+
+/// How a route caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// RFC 9111 shared cache: the origin's headers decide, no default TTL.
+    Origin,
+    /// The route's TTL wins over the origin's freshness.
+    Override,
+    /// Never looked up, never stored.
+    #[default]
+    Bypass,
+}
+
+/// A query parameter name, or a prefix written `utm_*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryParam {
+    Exact(String),
+    Prefix(String),
+}
+
+/// What goes into a route's cache key besides the URL.
+#[derive(Clone, Debug, Default)]
+pub struct CacheKeyRules {
+    pub sort_query: bool,
+    pub drop_params: Vec<QueryParam>,
+    pub only_params: Option<Vec<QueryParam>>,
+    pub headers: Vec<http::HeaderName>,
+    pub cookies: Vec<String>,
+}
+
+/// A route's cache policy.
+#[derive(Clone, Debug, Default)]
+pub struct RouteCache {
+    pub mode: CacheMode,
+    /// Freshness in `override` mode.
+    pub ttl: std::time::Duration,
+    /// Freshness of 404/410 in `override` mode.
+    pub negative_ttl: std::time::Duration,
+    pub stale_while_revalidate: std::time::Duration,
+    pub stale_if_error: std::time::Duration,
+    /// Statuses that may be stored.
+    pub statuses: Vec<u16>,
+    pub key: CacheKeyRules,
+    /// Requests carrying any of these cookies skip the cache.
+    pub bypass_cookies: Vec<String>,
+    /// Store responses marked private / no-store / with Set-Cookie (Set-Cookie
+    /// is removed from the stored copy). Off unless the route says so.
+    pub store_private: bool,
 }
 
 /// Host part of a route match, lower-case, without port.

@@ -14,7 +14,11 @@ use super::error::{ConfigError, ConfigErrors, Position, YamlPath};
 use super::file::*;
 use super::locate::Locator;
 use super::units::HumanDuration;
-use super::{Admin, Cache, Config, HostMatch, Listen, Metrics, PathMatch, Redis, Route};
+use super::RouteCache;
+use super::{
+    Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, Listen, Metrics, PathMatch,
+    QueryParam, Redis, Route,
+};
 use super::{TlsListener, Upstream};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -530,7 +534,24 @@ fn check_cache(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) ->
     if max_object > memory {
         errs.push(doc.at(&at.key("max_object"), "max_object is larger than memory"));
     }
-    Cache { memory, max_object }
+    let names: Vec<String> = file
+        .tag_headers
+        .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect());
+    let mut tag_headers = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        match http::HeaderName::from_bytes(n.as_bytes()) {
+            Ok(h) => tag_headers.push(h),
+            Err(_) => errs.push(doc.at_value(
+                &at.key("tag_headers").index(i),
+                format!("`{n}` is not a header name"),
+            )),
+        }
+    }
+    Cache {
+        memory,
+        max_object,
+        tag_headers,
+    }
 }
 
 fn expand_rules(
@@ -678,7 +699,11 @@ fn check_rule_file(
             }
             out
         });
-        if let (Some(upstream), Some(path)) = (upstream, path) {
+        let cache = match &file.cache {
+            None => Some(RouteCache::default()),
+            Some(c) => check_route_cache(doc, c, &rat.key("cache"), errs),
+        };
+        if let (Some(upstream), Some(path), Some(cache)) = (upstream, path, cache) {
             routes.push(Route {
                 name: file.name,
                 host,
@@ -686,9 +711,104 @@ fn check_rule_file(
                 methods,
                 upstream,
                 defined_at,
+                cache,
+                compress: file.compress,
             });
         }
     }
+}
+
+fn query_param(text: &str) -> QueryParam {
+    match text.strip_suffix('*') {
+        Some(prefix) => QueryParam::Prefix(prefix.to_string()),
+        None => QueryParam::Exact(text.to_string()),
+    }
+}
+
+fn check_route_cache(
+    doc: &Doc,
+    c: &FileRouteCache,
+    at: &YamlPath,
+    errs: &mut Vec<ConfigError>,
+) -> Option<RouteCache> {
+    let before = errs.len();
+    let mode = match c.mode {
+        FileCacheMode::Origin => CacheMode::Origin,
+        FileCacheMode::Override => CacheMode::Override,
+        FileCacheMode::Bypass => CacheMode::Bypass,
+    };
+    let ttl = c.ttl.map(|d| d.0);
+    if mode == CacheMode::Override && ttl.is_none_or(|t| t.is_zero()) {
+        errs.push(doc.at(at, "mode `override` needs a `ttl` above zero"));
+    }
+    if mode != CacheMode::Override && ttl.is_some() {
+        errs.push(doc.at(
+            &at.key("ttl"),
+            "`ttl` applies to mode `override` only (in `origin` mode the origin's headers decide)",
+        ));
+    }
+    let statuses = c
+        .statuses
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CACHE_STATUSES.to_vec());
+    for (i, s) in statuses.iter().enumerate() {
+        if !(100..=599).contains(s) || (100..200).contains(s) || *s == 206 || *s == 304 {
+            errs.push(doc.at_value(
+                &at.key("statuses").index(i),
+                format!("status {s} cannot be stored"),
+            ));
+        }
+    }
+    let k = &c.key;
+    if k.only_params.is_some() && !k.drop_params.is_empty() {
+        errs.push(doc.at(
+            &at.key("key").key("only_params"),
+            "use either `only_params` or `drop_params`, not both",
+        ));
+    }
+    let mut headers = Vec::new();
+    for (i, h) in k.headers.iter().enumerate() {
+        match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) => headers.push(n),
+            Err(_) => errs.push(doc.at_value(
+                &at.key("key").key("headers").index(i),
+                format!("`{h}` is not a header name"),
+            )),
+        }
+    }
+    for (i, cookie) in k.cookies.iter().chain(c.bypass_cookies.iter()).enumerate() {
+        if cookie.is_empty() || cookie.contains([';', '=', ' ', ',']) {
+            let field = if i < k.cookies.len() {
+                at.key("key").key("cookies").index(i)
+            } else {
+                at.key("bypass_cookies").index(i - k.cookies.len())
+            };
+            errs.push(doc.at_value(&field, format!("`{cookie}` is not a cookie name")));
+        }
+    }
+    if errs.len() > before {
+        return None;
+    }
+    Some(RouteCache {
+        mode,
+        ttl: ttl.unwrap_or_default(),
+        negative_ttl: c.negative_ttl.map_or(DEFAULT_NEGATIVE_TTL, |d| d.0),
+        stale_while_revalidate: c.stale_while_revalidate.map_or(Duration::ZERO, |d| d.0),
+        stale_if_error: c.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+        statuses,
+        key: CacheKeyRules {
+            sort_query: matches!(k.query, FileQueryMode::Sorted),
+            drop_params: k.drop_params.iter().map(|p| query_param(p)).collect(),
+            only_params: k
+                .only_params
+                .as_ref()
+                .map(|o| o.iter().map(|p| query_param(p)).collect()),
+            headers,
+            cookies: k.cookies.clone(),
+        },
+        bypass_cookies: c.bypass_cookies.clone(),
+        store_private: c.store_private,
+    })
 }
 
 /// `shop.example.com` or `*.example.com`; case-insensitive, no port.
@@ -725,7 +845,16 @@ pub fn parse_path_match(text: &str) -> Result<PathMatch, String> {
     if !text.contains(['*', '?', '[', '{']) {
         return Ok(PathMatch::Exact(text.to_string()));
     }
-    let glob = globset::GlobBuilder::new(text)
+    // `/api/products/**` also matches `/api/products` itself, as routers do.
+    let expanded;
+    let source = match text.strip_suffix("/**") {
+        Some(dir) if !dir.is_empty() && !text.contains(['{', '}']) => {
+            expanded = format!("{{{dir},{text}}}");
+            expanded.as_str()
+        }
+        _ => text,
+    };
+    let glob = globset::GlobBuilder::new(source)
         .literal_separator(true)
         .build()
         .map_err(|e| format!("invalid glob `{text}`: {}", e.kind()))?;

@@ -45,6 +45,8 @@ pub struct CheckedTarget {
     pub host: Option<String>,
     /// Host and port as the client sent them, for `Host`/`X-Forwarded-Host`.
     pub authority: Option<String>,
+    /// The port the client named, if any.
+    pub port: Option<u16>,
     /// Set when an absolute-form URI must be sent upstream in origin-form.
     pub origin_form: Option<Uri>,
     /// Whether the request had no Host header (absolute-form on HTTP/1.0, or h2).
@@ -181,6 +183,7 @@ pub fn check_target(req: &RequestHeader, is_h2: bool) -> Result<CheckedTarget, T
                     .to_ascii_lowercase(),
             ),
             authority: Some(raw.to_string()),
+            port: auth.port,
             origin_form,
             host_header_missing: header.is_none(),
         }),

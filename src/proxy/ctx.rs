@@ -42,10 +42,24 @@ pub struct RequestCtx {
     pub tried: Tried,
     /// The server of the current attempt.
     pub server: Option<usize>,
+    /// The client connected over TLS.
+    pub tls: bool,
+    /// Why the cache was not used or the response not stored.
+    pub cache_detail: Option<&'static str>,
+    /// The response fetched for this request was stored.
+    pub cache_stored: bool,
+    /// Headers of an upstream 304 answering a revalidation, to update the
+    /// stored response with (Pingora merges only a few of them).
+    pub revalidated_headers: Option<http::HeaderMap>,
     _inflight: InflightGuard,
 }
 
 impl RequestCtx {
+    /// The matched route.
+    pub fn route(&self) -> Option<&crate::config::Route> {
+        self.route.and_then(|i| self.snapshot.routes.get(i))
+    }
+
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
             started: Instant::now(),
@@ -54,6 +68,10 @@ impl RequestCtx {
             route: None,
             tried: Tried::default(),
             server: None,
+            tls: false,
+            cache_detail: None,
+            cache_stored: false,
+            revalidated_headers: None,
             _inflight: InflightGuard::new(),
         }
     }

@@ -1,13 +1,20 @@
 //! `impl ProxyHttp`: each phase calls into `headers`, `routes` and `upstreams`.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
+use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::ctx::RequestCtx;
 use super::{errors, peer};
+use crate::cache::{self, key, policy, status, CacheEngine};
 use crate::headers::{request, response};
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
@@ -15,11 +22,71 @@ use crate::snapshot::SharedSnapshot;
 /// The proxy application.
 pub struct Awning {
     snapshots: SharedSnapshot,
+    cache: &'static CacheEngine,
 }
 
 impl Awning {
-    pub fn new(snapshots: SharedSnapshot) -> Self {
-        Self { snapshots }
+    pub fn new(snapshots: SharedSnapshot, cache: &'static CacheEngine) -> Self {
+        Self { snapshots, cache }
+    }
+}
+
+/// The cache key's URL parts for this request.
+fn url_parts<'a>(ctx: &'a RequestCtx, req: &'a RequestHeader) -> key::UrlParts<'a> {
+    key::UrlParts {
+        tls: ctx.tls,
+        host: ctx.target.host.as_deref().unwrap_or(""),
+        port: ctx.target.port,
+        path: req.uri.path(),
+        query: req.uri.query(),
+    }
+}
+
+/// gzip level for routes with `compress: true`: most of the gain for
+/// little CPU.
+const COMPRESSION_LEVEL: u32 = 5;
+
+/// What the compression module is shown of a client that accepts gzip.
+static GZIP_ONLY: std::sync::LazyLock<RequestHeader> = std::sync::LazyLock::new(|| {
+    let mut h = RequestHeader::build("GET", b"/", None).expect("static request");
+    h.insert_header(http::header::ACCEPT_ENCODING, "gzip")
+        .expect("static header");
+    h
+});
+
+static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+
+impl Awning {
+    /// A successful unsafe request invalidates the stored URL and the
+    /// same-host `Location` / `Content-Location` (RFC 9111 §4.4).
+    fn invalidate_after_write(&self, ctx: &RequestCtx, req: &RequestHeader, resp: &ResponseHeader) {
+        let Some(route) = ctx.route() else { return };
+        let primary = key::primary(url_parts(ctx, req), &route.cache.key);
+        self.cache
+            .invalidate_primary(&CacheKey::new(primary, "").primary_bin());
+        let Some(host) = ctx.target.authority.as_deref() else {
+            return;
+        };
+        let scheme = if ctx.tls { "https" } else { "http" };
+        for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+            let Some(v) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            let url = if v.starts_with('/') && !v.starts_with("//") {
+                format!("{scheme}://{host}{v}")
+            } else if v.split_once("://").is_some_and(|(_, rest)| {
+                rest.split(['/', '?'])
+                    .next()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+            }) {
+                v.to_string()
+            } else {
+                continue;
+            };
+            for primary in cache::purge::url_primaries(&ctx.snapshot.routes, &url) {
+                self.cache.invalidate_primary(&primary);
+            }
+        }
     }
 }
 
@@ -44,6 +111,20 @@ async fn respond(session: &mut Session, status: u16, close: bool) -> Result<bool
         .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// The request URI with its path normalised, when that changes it.
+fn normalized_uri(uri: &http::Uri) -> Option<http::Uri> {
+    let path = uri.path();
+    let normal = crate::routes::normalize_path(path);
+    if normal == path {
+        return None;
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal.into_owned(),
+    };
+    http::Uri::builder().path_and_query(pq).build().ok()
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -76,6 +157,10 @@ impl ProxyHttp for Awning {
         if let Some(uri) = target.origin_form.clone() {
             session.req_header_mut().set_uri(uri);
         }
+        // Routing, the cache key and the origin all see the normalised path.
+        if let Some(uri) = normalized_uri(&session.req_header().uri) {
+            session.req_header_mut().set_uri(uri);
+        }
         let req = session.req_header();
         let found = ctx.snapshot.routes.find(Target {
             host: target.host.as_deref(),
@@ -83,13 +168,134 @@ impl ProxyHttp for Awning {
             method: &req.method,
         });
         ctx.target = target;
+        ctx.tls = downstream_tls(session);
         match found {
-            Some((index, _)) => {
+            Some((index, route)) => {
+                if route.compress {
+                    let client_ae = session
+                        .req_header()
+                        .headers
+                        .get(http::header::ACCEPT_ENCODING);
+                    if key::accepts_coding(client_ae.map(|v| v.as_bytes()), "gzip") {
+                        if let Some(c) = session
+                            .downstream_modules_ctx
+                            .get_mut::<ResponseCompression>()
+                        {
+                            // gzip only: Pingora 0.9.1 never terminates its brotli
+                            // streams (flush without close), which strict decoders
+                            // reject. The module read the request while it was off,
+                            // and picks the client's first coding: show it gzip alone.
+                            c.adjust_algorithm_level(Algorithm::Gzip, COMPRESSION_LEVEL);
+                            c.request_filter(&GZIP_ONLY);
+                        }
+                    }
+                }
                 ctx.route = Some(index);
                 Ok(false)
             }
             None => respond(session, 404, false).await,
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(route) = ctx.route() else {
+            return Ok(());
+        };
+        match cache::admit_request(&route.cache, session.req_header()) {
+            Ok(()) => {
+                session.cache.enable(
+                    self.cache.store,
+                    Some(self.cache.eviction),
+                    None,
+                    Some(self.cache.lock),
+                    Some(CacheEngine::options()),
+                );
+                session.cache.set_max_file_size_bytes(self.cache.max_object);
+            }
+            Err(reason) => ctx.cache_detail = Some(reason),
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let route = ctx
+            .route()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let primary = key::primary(url_parts(ctx, session.req_header()), &route.cache.key);
+        Ok(CacheKey::new(primary, ""))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let route = ctx.route()?;
+        key::variance(
+            &route.cache.key,
+            &key::vary_names(meta.headers()),
+            &req.headers,
+        )
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let revalidated = ctx.revalidated_headers.take();
+        let snapshot = ctx.snapshot.clone();
+        let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "no-route",
+            )));
+        };
+        let facts = policy::RequestFacts {
+            authorization: session
+                .req_header()
+                .headers
+                .contains_key(http::header::AUTHORIZATION),
+        };
+        let now = SystemTime::now();
+        let updated;
+        let resp = match revalidated {
+            Some(fields) => {
+                updated = cache::apply_304_fields(resp, &fields);
+                &updated
+            }
+            None => resp,
+        };
+        let decision = policy::decide(&route.cache, facts, resp, now);
+        Ok(match cache::meta_for(&decision, resp, now) {
+            Some(meta) => {
+                ctx.cache_stored = true;
+                RespCacheable::Cacheable(meta)
+            }
+            None => {
+                let reason = match decision {
+                    policy::Decision::Skip(r) => r,
+                    policy::Decision::Store { .. } => "store",
+                };
+                ctx.cache_detail = Some(reason);
+                RespCacheable::Uncacheable(NoCacheReason::Custom(reason))
+            }
+        })
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // None: stale-while-revalidate. Some: stale-if-error, for origin
+        // failures (connect, timeout, 5xx) only.
+        error.is_none_or(|e| {
+            e.esource() == &ErrorSource::Upstream
+                || matches!(e.etype(), ErrorType::HTTPStatus(code) if *code >= 500)
+        })
     }
 
     async fn upstream_peer(
@@ -160,16 +366,50 @@ impl ProxyHttp for Awning {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response::strip_hop_by_hop(upstream_response);
+        if upstream_response.status == http::StatusCode::NOT_MODIFIED
+            && session.cache.maybe_cache_meta().is_some()
+        {
+            ctx.revalidated_headers = Some(upstream_response.headers.clone());
+        }
         if let (Some(route), Some(server)) = (
             ctx.route.and_then(|i| ctx.snapshot.routes.get(i)),
             ctx.server,
         ) {
             ctx.snapshot.upstreams[route.upstream].mark_ok(server);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let phase = session.cache.phase();
+        let ttl = session
+            .cache
+            .maybe_cache_meta()
+            .map(|m| status::ttl_of(m.fresh_until(), now));
+        let outcome = status::Outcome {
+            phase,
+            ttl,
+            stored: ctx.cache_stored,
+            detail: ctx.cache_detail,
+            collapsed: session.cache.lock_duration().is_some(),
+        };
+        let _ = upstream_response.insert_header(CACHE_STATUS.clone(), status::render(&outcome));
+
+        let req = session.req_header();
+        if cache::is_unsafe(&req.method) && (200..400).contains(&upstream_response.status.as_u16())
+        {
+            self.invalidate_after_write(ctx, req, upstream_response);
         }
         Ok(())
     }

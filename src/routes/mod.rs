@@ -1,7 +1,11 @@
 //! The compiled route table: host, path (exact, prefix, glob) and method select
 //! the first matching route, in the order the rule files list them.
 
+mod normalize;
+
 use http::Method;
+
+pub use normalize::normalize_path;
 
 use crate::config::{HostMatch, PathMatch, Route};
 
@@ -105,6 +109,8 @@ mod tests {
             }),
             upstream: 0,
             defined_at: String::new(),
+            cache: Default::default(),
+            compress: false,
         }
     }
 
@@ -159,6 +165,9 @@ mod tests {
             (shop, "PUT", "/api/products/7", Some("product-write")),
             (shop, "GET", "/api/products/7", Some("products")),
             (shop, "GET", "/api/products/7/reviews", Some("products")),
+            (shop, "GET", "/api/products", Some("products")),
+            (shop, "GET", "/api/products/", Some("products")),
+            (shop, "GET", "/api/productsX", Some("api")),
             (shop, "POST", "/api/products/7", Some("api")),
             (shop, "GET", "/cart", Some("cart")),
             (shop, "GET", "/cart/items", Some("pages")),

@@ -54,6 +54,8 @@ pub struct Reply {
     pub body: Body,
     pub delay: Duration,
     pub action: Action,
+    /// Announce this Content-Length but send only the body, then close.
+    pub claimed_len: Option<u64>,
 }
 
 impl Reply {
@@ -67,7 +69,13 @@ impl Reply {
             body: Body::Bytes(body.as_bytes().to_vec()),
             delay: Duration::ZERO,
             action: Action::Respond,
+            claimed_len: None,
         }
+    }
+    /// Claims `len` bytes of body, sends fewer, and closes the connection.
+    pub fn truncated(mut self, len: u64) -> Self {
+        self.claimed_len = Some(len);
+        self
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -96,6 +104,8 @@ struct State {
     received: Mutex<Vec<Received>>,
     counts: Mutex<HashMap<String, usize>>,
     stop: AtomicBool,
+    /// Open connections, closed when the origin is dropped.
+    conns: Mutex<Vec<TcpStream>>,
 }
 
 /// The fake origin; stops accepting when dropped.
@@ -117,6 +127,9 @@ impl FakeOrigin {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                if let Ok(c) = conn.try_clone() {
+                    st.conns.lock().unwrap().push(c);
+                }
                 let (st, handler) = (st.clone(), handler.clone());
                 thread::spawn(move || serve(conn, &st, &*handler));
             }
@@ -164,10 +177,17 @@ impl Drop for FakeOrigin {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(self.addr);
+        // Pooled keep-alive connections would keep a "stopped" origin answering.
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
     }
 }
 
 fn serve(conn: TcpStream, state: &State, handler: &Handler) {
+    // Head and body go out in separate writes; without this, Nagle's algorithm
+    // and delayed ACKs stall every keep-alive exchange by ~40 ms.
+    let _ = conn.set_nodelay(true);
     let mut writer = conn.try_clone().expect("clone stream");
     let mut reader = BufReader::new(conn);
     loop {
@@ -189,7 +209,8 @@ fn serve(conn: TcpStream, state: &State, handler: &Handler) {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         }
-        if write_reply(&mut writer, &req, &reply).is_err() || close {
+        if write_reply(&mut writer, &req, &reply).is_err() || close || reply.claimed_len.is_some() {
+            let _ = writer.shutdown(Shutdown::Both);
             return;
         }
     }
@@ -294,7 +315,10 @@ fn write_reply(w: &mut TcpStream, req: &Received, reply: &Reply) -> std::io::Res
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
     {
-        head.push_str(&format!("content-length: {len}\r\n"));
+        head.push_str(&format!(
+            "content-length: {}\r\n",
+            reply.claimed_len.unwrap_or(len)
+        ));
     }
     head.push_str("\r\n");
     w.write_all(head.as_bytes())?;

@@ -50,6 +50,7 @@ pub struct Setup {
     extra: String,
     subcommand: Vec<String>,
     tls: Option<(PathBuf, PathBuf)>,
+    token_file: Option<PathBuf>,
 }
 
 impl Setup {
@@ -74,6 +75,11 @@ impl Setup {
     pub fn extra(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
+        self
+    }
+    /// Protects the admin API with this token file.
+    pub fn admin_token_file(mut self, path: &Path) -> Self {
+        self.token_file = Some(path.to_path_buf());
         self
     }
     /// Adds a TLS listener with this PEM certificate and key.
@@ -117,8 +123,13 @@ impl ProxyUnderTest {
             ),
             _ => String::new(),
         };
+        let token_yaml = setup
+            .token_file
+            .as_ref()
+            .map(|p| format!("  token_file: \"{}\"\n", p.display()))
+            .unwrap_or_default();
         let mut yaml = format!(
-            "threads: 2\nlisten:\n  http: [\"{addr}\"]\n{tls_yaml}admin:\n  listen: \"{admin}\"\nmetrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
+            "threads: 2\nlisten:\n  http: [\"{addr}\"]\n{tls_yaml}admin:\n  listen: \"{admin}\"\n{token_yaml}metrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
         );
         for (name, servers, settings) in &setup.upstreams {
             let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();

@@ -1,0 +1,8 @@
+//! Every metric name awning exports. Emitters and tests use these constants.
+
+/// Bytes charged to the cache (bodies, headers, per-entry overhead).
+pub const CACHE_STORED_BYTES: &str = "awning_cache_stored_bytes";
+/// Objects in the cache.
+pub const CACHE_STORED_OBJECTS: &str = "awning_cache_stored_objects";
+/// The cache's configured bound, `cache.memory`.
+pub const CACHE_CAPACITY_BYTES: &str = "awning_cache_capacity_bytes";

@@ -1,0 +1,125 @@
+//! Path normalisation before matching and keying, so that a path written in
+//! another way (`//a`, `/b/../a`, `/%61`, `/a;x.css`, `/%2e%2e/a`) reaches the
+//! route and cache entry of the resource it really names. This is what defeats
+//! cache-deception paths such as `/account;x.css` posing as a static file.
+
+use std::borrow::Cow;
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether `path` needs any work (the common case needs none).
+fn is_plain(path: &str) -> bool {
+    let b = path.as_bytes();
+    !b.contains(&b'%')
+        && !b.contains(&b';')
+        && !path.contains("//")
+        && !path.contains("/./")
+        && !path.contains("/../")
+        && !path.ends_with("/.")
+        && !path.ends_with("/..")
+}
+
+/// The normalised form: percent-encoded unreserved characters decoded (an
+/// encoded `/` stays encoded, so it never splits a segment), `;` parameters
+/// removed from each segment, empty segments merged, `.` and `..` resolved.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if is_plain(path) {
+        return Cow::Borrowed(path);
+    }
+    // Decode unreserved characters; upper-case the hex of what stays encoded.
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                let c = h * 16 + l;
+                if unreserved(c) {
+                    decoded.push(c);
+                } else {
+                    decoded.extend_from_slice(&[
+                        b'%',
+                        bytes[i + 1].to_ascii_uppercase(),
+                        bytes[i + 2].to_ascii_uppercase(),
+                    ]);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    // Only `%XX` triplets were replaced, by ASCII: still valid UTF-8.
+    let decoded = String::from_utf8(decoded)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let mut segments: Vec<&str> = Vec::new();
+    let trailing_slash =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || (trailing_slash && !segments.is_empty()) {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_the_ways_one_path_can_be_written() {
+        let cases = [
+            ("/", "/"),
+            ("/api/products/1", "/api/products/1"),
+            ("//api///products/", "/api/products/"),
+            ("/static/../account", "/account"),
+            ("/a/./b/.", "/a/b/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/%2e%2e/account", "/account"),
+            ("/%2E%2e/%61ccount", "/account"),
+            ("/account;x.css", "/account"),
+            ("/account;jsessionid=1/orders", "/account/orders"),
+            ("/account%2fx.css", "/account%2Fx.css"),
+            ("/a%20b", "/a%20b"),
+            ("/bad%zz", "/bad%zz"),
+            ("/end%", "/end%"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_path(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_are_borrowed() {
+        assert!(matches!(
+            normalize_path("/api/products/1"),
+            Cow::Borrowed(_)
+        ));
+    }
+}
