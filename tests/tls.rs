@@ -32,16 +32,19 @@ fn pki() -> TestPki {
     }
 }
 
-fn tls_get(pki: &TestPki, addr: std::net::SocketAddr, path: &str) -> Response {
+/// A client trusting only the test CA.
+fn client_config(pki: &TestPki) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+fn tls_get(pki: &TestPki, addr: std::net::SocketAddr, path: &str) -> Response {
+    let config = client_config(pki);
     let conn =
         rustls::ClientConnection::new(Arc::new(config), "shop.test".try_into().unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
@@ -88,15 +91,7 @@ fn tls_listener_offers_h2_by_alpn() {
                 &pki.dir.path().join("tls.key"),
             ),
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = client_config(&pki);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut conn =
         rustls::ClientConnection::new(Arc::new(config), "shop.test".try_into().unwrap()).unwrap();

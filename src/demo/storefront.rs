@@ -126,16 +126,7 @@ fn etag(body: &[u8]) -> String {
 }
 
 fn cookie<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    crate::cache::key::cookie_value(&session.req_header().headers, name)
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use super::origin::{header_value, owned_headers};
+
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
@@ -170,22 +172,8 @@ pub fn read_response(reader: &mut impl BufRead, head_request: bool, keep: bool) 
     let mut parsed = httparse::Response::new(&mut headers);
     parsed.parse(&head).expect("parse response head");
     let status = parsed.code.unwrap();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let headers = owned_headers(parsed.headers);
+    let get = |n: &str| header_value(&headers, n);
     let mut body = Vec::new();
     let mut sink = std::io::sink();
     let out: &mut dyn Write = if keep { &mut body } else { &mut sink };

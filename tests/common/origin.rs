@@ -238,22 +238,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Received, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Request::new(&mut headers);
     parsed.parse(&head).ok()?;
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let headers = owned_headers(parsed.headers);
+    let get = |n: &str| header_value(&headers, n);
     let chunked =
         get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body_len = if chunked {
@@ -274,6 +260,27 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Received, bool)> {
         },
         close,
     ))
+}
+
+/// Header fields as owned (name, value) pairs.
+pub fn owned_headers(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The first value of header `name` (case-insensitive).
+pub fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
 }
 
 /// Decodes a chunked body into `out`; returns the decoded length.
