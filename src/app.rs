@@ -49,6 +49,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
     let cache = CacheEngine::new(&config.cache);
+    crate::cache::warm::spawn(&config);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

@@ -738,3 +738,31 @@ fn purge_command_line_client_uses_the_admin_api() {
         .unwrap();
     assert_eq!(none.status.code(), Some(2));
 }
+
+#[test]
+fn warm_list_fills_the_cache_at_start() {
+    let origin = counting_origin(&[]);
+    let rules = format!(
+        "{ROUTES}\nwarm:\n  - http://shop.test/o/warm-a\n  - http://shop.test/o/warm-b?x=1\n"
+    );
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(&rules)
+            .extra("cache: { warm_concurrency: 2 }"),
+    );
+    eventually("the warm requests", Duration::from_secs(10), || {
+        (origin.count("/o/warm-a") == 1 && origin.count("/o/warm-b") == 1).then_some(())
+    });
+    let hit = get(proxy.addr, "/o/warm-a");
+    assert!(
+        status_of(&hit).starts_with("awning; hit"),
+        "{}",
+        status_of(&hit)
+    );
+    assert_eq!(get(proxy.addr, "/o/warm-b?x=1").text(), "/o/warm-b?x=1#2");
+    assert_eq!(origin.count("/o/warm-a") + origin.count("/o/warm-b"), 2);
+    eventually("the warm summary", Duration::from_secs(5), || {
+        proxy.stderr().contains("cache warm done").then_some(())
+    });
+}

@@ -130,3 +130,32 @@ fn unreadable_certificate_is_a_config_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn https_warm_urls_go_through_the_tls_listener() {
+    let pki = pki();
+    let origin = FakeOrigin::fixed("warm page");
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(
+                "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n    cache: { mode: override, ttl: 10m }\nwarm:\n  - https://shop.test/landing\n",
+            )
+            .tls(&pki.dir.path().join("tls.crt"), &pki.dir.path().join("tls.key")),
+    );
+    eventually(
+        "the warm request",
+        std::time::Duration::from_secs(10),
+        || (origin.count("/landing") == 1).then_some(()),
+    );
+    assert_eq!(origin.last().header("x-forwarded-proto"), Some("https"));
+    let hit = tls_get(&pki, proxy.tls_addr.unwrap(), "/landing");
+    assert!(
+        hit.header("cache-status")
+            .unwrap_or("")
+            .starts_with("awning; hit"),
+        "{:?}",
+        hit.header("cache-status")
+    );
+    assert_eq!(origin.count("/landing"), 1);
+}

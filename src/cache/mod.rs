@@ -7,6 +7,7 @@ pub mod policy;
 pub mod purge;
 pub mod status;
 pub mod store;
+pub mod warm;
 
 use std::time::{Duration, SystemTime};
 

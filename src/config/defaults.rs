@@ -31,3 +31,5 @@ pub const DEFAULT_CACHE_STATUSES: [u16; 7] = [200, 203, 300, 301, 308, 404, 410]
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// Response headers read for purge tags.
 pub const DEFAULT_TAG_HEADERS: [&str; 2] = ["surrogate-key", "cache-tag"];
+/// Warm requests in flight at once.
+pub const DEFAULT_WARM_CONCURRENCY: usize = 4;

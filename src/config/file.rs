@@ -23,7 +23,7 @@ pub const PROXY_KEYS: &[&str] = &[
 ];
 
 /// Top-level keys of a rule file.
-pub const RULE_KEYS: &[&str] = &["routes"];
+pub const RULE_KEYS: &[&str] = &["routes", "warm"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +75,7 @@ pub struct FileCache {
     pub memory: Option<HumanSize>,
     pub max_object: Option<HumanSize>,
     pub tag_headers: Option<Vec<String>>,
+    pub warm_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,18 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Routes in match order (first match wins).
     pub routes: Vec<Route>,
+    /// URLs fetched through the proxy at start, so the first customers hit a warm cache.
+    pub warm: Vec<WarmUrl>,
+}
+
+/// A URL to warm: `http(s)://host[:port]/path?query`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarmUrl {
+    pub tls: bool,
+    /// Host (and port) as written, sent as `Host`.
+    pub authority: String,
+    pub host: String,
+    pub path_and_query: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,6 +97,8 @@ pub struct Cache {
     pub max_object: u64,
     /// Response headers whose values are purge tags.
     pub tag_headers: Vec<http::HeaderName>,
+    /// How many warm requests run at once.
+    pub warm_concurrency: usize,
 }
 
 #[derive(Clone, Debug)]

@@ -14,11 +14,11 @@ use super::error::{ConfigError, ConfigErrors, Position, YamlPath};
 use super::file::*;
 use super::locate::Locator;
 use super::units::HumanDuration;
-use super::RouteCache;
 use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, Listen, Metrics, PathMatch,
     QueryParam, Redis, Route,
 };
+use super::{RouteCache, WarmUrl};
 use super::{TlsListener, Upstream};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -254,6 +254,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
 
     let mut routes = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
+    let mut warm = Vec::new();
     for file in &rule_files {
         if let Some(rule_doc) = Doc::parse(file, errs) {
             check_rule_file(
@@ -264,6 +265,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
                 &mut routes,
                 errs,
             );
+            check_warm(&rule_doc, &listen, &mut warm, errs);
         }
     }
 
@@ -279,6 +281,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         redis,
         shutdown_grace,
         routes,
+        warm,
     })
 }
 
@@ -547,10 +550,15 @@ fn check_cache(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) ->
             )),
         }
     }
+    let warm_concurrency = file.warm_concurrency.unwrap_or(DEFAULT_WARM_CONCURRENCY);
+    if !(1..=64).contains(&warm_concurrency) {
+        errs.push(doc.at(&at.key("warm_concurrency"), "warm_concurrency: use 1 to 64"));
+    }
     Cache {
         memory,
         max_object,
         tag_headers,
+        warm_concurrency,
     }
 }
 
@@ -715,6 +723,70 @@ fn check_rule_file(
                 compress: file.compress,
             });
         }
+    }
+}
+
+/// `warm: [urls]` in a rule file.
+fn check_warm(doc: &Doc, listen: &Listen, out: &mut Vec<WarmUrl>, errs: &mut Vec<ConfigError>) {
+    let Value::Mapping(map) = &doc.value else {
+        return;
+    };
+    let Some(value) = map.get("warm").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let at = YamlPath::root().key("warm");
+    let Some(urls): Option<Vec<String>> = doc.de(value, &at, errs) else {
+        return;
+    };
+    for (i, text) in urls.iter().enumerate() {
+        let uat = at.index(i);
+        let parsed = text
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| u.host().is_some());
+        let Some(uri) = parsed else {
+            errs.push(doc.at_value(
+                &uat,
+                format!("`{text}` is not an absolute URL like https://shop.example.com/"),
+            ));
+            continue;
+        };
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                errs.push(doc.at_value(
+                    &uat,
+                    format!("`{text}`: warm URLs start with http:// or https://"),
+                ));
+                continue;
+            }
+        };
+        if tls && listen.tls.is_empty() {
+            errs.push(doc.at_value(
+                &uat,
+                "an https URL is warmed through a TLS listener, and there is none",
+            ));
+            continue;
+        }
+        if !tls && listen.http.is_empty() {
+            errs.push(doc.at_value(
+                &uat,
+                "an http URL is warmed through an http listener, and there is none",
+            ));
+            continue;
+        }
+        out.push(WarmUrl {
+            tls,
+            authority: uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default(),
+            host: uri.host().unwrap_or_default().to_ascii_lowercase(),
+            path_and_query: uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string()),
+        });
     }
 }
 
