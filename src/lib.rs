@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod demo;
 pub mod headers;

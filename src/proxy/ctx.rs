@@ -51,6 +51,10 @@ pub struct RequestCtx {
     /// Headers of an upstream 304 answering a revalidation, to update the
     /// stored response with (Pingora merges only a few of them).
     pub revalidated_headers: Option<http::HeaderMap>,
+    /// The client takes brotli and the route compresses.
+    pub brotli_wanted: bool,
+    /// The brotli encoder of this response's body.
+    pub brotli: Option<crate::compression::BrotliStream>,
     _inflight: InflightGuard,
 }
 
@@ -72,6 +76,8 @@ impl RequestCtx {
             cache_detail: None,
             cache_stored: false,
             revalidated_headers: None,
+            brotli_wanted: false,
+            brotli: None,
             _inflight: InflightGuard::new(),
         }
     }

@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::ctx::RequestCtx;
 use super::{errors, peer};
 use crate::cache::{self, key, policy, status, CacheEngine};
+use crate::compression;
 use crate::headers::{request, response};
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
@@ -113,6 +114,19 @@ async fn respond(session: &mut Session, status: u16, close: bool) -> Result<bool
     Ok(true)
 }
 
+/// Turns on Pingora's gzip module for this response. The module read the
+/// request while it was off, and picks the client's first coding: it is shown
+/// a request that accepts gzip alone.
+fn enable_gzip(session: &mut Session) {
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        c.adjust_algorithm_level(Algorithm::Gzip, COMPRESSION_LEVEL);
+        c.request_filter(&GZIP_ONLY);
+    }
+}
+
 /// The request URI with its path normalised, when that changes it.
 fn normalized_uri(uri: &http::Uri) -> Option<http::Uri> {
     let path = uri.path();
@@ -172,22 +186,17 @@ impl ProxyHttp for Awning {
         match found {
             Some((index, route)) => {
                 if route.compress {
-                    let client_ae = session
+                    let ae = session
                         .req_header()
                         .headers
                         .get(http::header::ACCEPT_ENCODING);
-                    if key::accepts_coding(client_ae.map(|v| v.as_bytes()), "gzip") {
-                        if let Some(c) = session
-                            .downstream_modules_ctx
-                            .get_mut::<ResponseCompression>()
-                        {
-                            // gzip only: Pingora 0.9.1 never terminates its brotli
-                            // streams (flush without close), which strict decoders
-                            // reject. The module read the request while it was off,
-                            // and picks the client's first coding: show it gzip alone.
-                            c.adjust_algorithm_level(Algorithm::Gzip, COMPRESSION_LEVEL);
-                            c.request_filter(&GZIP_ONLY);
+                    match compression::choose(ae.map(|v| v.as_bytes())) {
+                        // A HEAD answer has no body to encode.
+                        compression::Coding::Brotli => {
+                            ctx.brotli_wanted = session.req_header().method != http::Method::HEAD
                         }
+                        compression::Coding::Gzip => enable_gzip(session),
+                        compression::Coding::Identity => {}
                     }
                 }
                 ctx.route = Some(index);
@@ -405,6 +414,9 @@ impl ProxyHttp for Awning {
             collapsed: session.cache.lock_duration().is_some(),
         };
         let _ = upstream_response.insert_header(CACHE_STATUS.clone(), status::render(&outcome));
+        if ctx.brotli_wanted {
+            ctx.brotli = compression::start_brotli(upstream_response);
+        }
 
         let req = session.req_header();
         if cache::is_unsafe(&req.method) && (200..400).contains(&upstream_response.status.as_u16())
@@ -412,6 +424,20 @@ impl ProxyHttp for Awning {
             self.invalidate_after_write(ctx, req, upstream_response);
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(stream) = ctx.brotli.as_mut() {
+            let encoded = stream.encode(body.as_deref(), end_of_stream);
+            *body = (!encoded.is_empty()).then_some(encoded);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
