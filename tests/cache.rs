@@ -586,15 +586,23 @@ fn truncated_upstream_body_is_not_stored() {
 
 #[test]
 fn objects_over_max_object_pass_through_unstored() {
-    let origin = FakeOrigin::start(|r| {
-        Reply::ok("").generated(if r.path() == "/o/big" { 300_000 } else { 1000 })
+    let origin = FakeOrigin::start(|r| match r.path() {
+        "/o/big" => Reply::ok("").generated(300_000),
+        "/o/big-chunked" => Reply::ok("")
+            .generated(300_000)
+            .header("Transfer-Encoding", "chunked"),
+        _ => Reply::ok("").generated(1000),
     });
     let proxy = proxy_with(&origin, "cache: { memory: 4MiB, max_object: 100KiB }");
     for _ in 0..2 {
         let big = Request::get("/o/big").send_counting(proxy.addr);
         assert_eq!((big.status, big.body_len), (200, 300_000));
+        // Without a Content-Length the size shows only while streaming.
+        let chunked = Request::get("/o/big-chunked").send_counting(proxy.addr);
+        assert_eq!((chunked.status, chunked.body_len), (200, 300_000));
     }
     assert_eq!(origin.count("/o/big"), 2);
+    assert_eq!(origin.count("/o/big-chunked"), 2);
     get(proxy.addr, "/o/small");
     get(proxy.addr, "/o/small");
     assert_eq!(origin.count("/o/small"), 1);

@@ -317,10 +317,15 @@ fn write_reply(w: &mut TcpStream, req: &Received, reply: &Reply) -> std::io::Res
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !reply
+    let chunked = reply
         .headers
         .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if !chunked
+        && !reply
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
     {
         head.push_str(&format!(
             "content-length: {}\r\n",
@@ -339,8 +344,17 @@ fn write_reply(w: &mut TcpStream, req: &Received, reply: &Reply) -> std::io::Res
             let mut left = *n;
             while left > 0 {
                 let k = left.min(chunk.len() as u64) as usize;
+                if chunked {
+                    w.write_all(format!("{k:x}\r\n").as_bytes())?;
+                }
                 w.write_all(&chunk[..k])?;
+                if chunked {
+                    w.write_all(b"\r\n")?;
+                }
                 left -= k as u64;
+            }
+            if chunked {
+                w.write_all(b"0\r\n\r\n")?;
             }
         }
     }
