@@ -68,6 +68,8 @@ pub fn start_brotli(resp: &mut ResponseHeader) -> Option<BrotliStream> {
         return None;
     }
     resp.remove_header(&header::CONTENT_LENGTH);
+    // Without a length the body must be chunked, or the connection cannot be kept.
+    let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
     let _ = resp.insert_header(header::CONTENT_ENCODING, "br");
     let varies = resp
         .headers

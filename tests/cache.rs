@@ -136,6 +136,10 @@ fn entries_expire_after_their_ttl() {
         status_of(&refreshed)
     );
     assert_eq!(origin.count("/short/a"), 2);
+    // The replaced entry's weight leaves the LRU with it.
+    let doc: serde_json::Value = serde_json::from_slice(&get(proxy.admin, "/readyz").body).unwrap();
+    let cache = &doc["checks"]["cache"];
+    assert_eq!(cache["lru_tracked_bytes"], cache["stored_bytes"], "{doc}");
 }
 
 #[test]
@@ -185,6 +189,11 @@ fn vary_keeps_one_variant_per_accept_encoding_bucket() {
     assert_eq!(ask("gzip"), "for gzip");
     assert_eq!(ask("gzip, deflate, br"), "for br", "same bucket as br");
     assert_eq!(origin.count("/o/v"), 2);
+    // The origin is asked for exactly the bucket, so an encoding another
+    // client of the bucket cannot decode is never stored.
+    assert_eq!(ask("zstd, gzip, deflate, br"), "for br");
+    assert_eq!(ask("zstd"), "for none");
+    assert_eq!(origin.count("/o/v"), 3);
 }
 
 #[test]
@@ -281,6 +290,9 @@ fn cache_deception_paths_reach_the_route_of_the_real_resource() {
         6,
         "the origin sees the normalised path"
     );
+    for hidden in ["/assets/..%2Faccount", "/assets/..%5caccount.css"] {
+        assert_eq!(get(proxy.addr, hidden).status, 400, "{hidden}");
+    }
     // A real stylesheet is still cached.
     get(proxy.addr, "/assets/site.css");
     get(proxy.addr, "//assets/./site.css");
@@ -295,6 +307,19 @@ fn key_rules_sort_and_drop_query_params_and_vary_on_a_cookie() {
     let b = get(proxy.addr, "/k/list?a=1&b=2&fbclid=xyz");
     assert_eq!(a.text(), b.text());
     assert_eq!(origin.count("/k/list"), 1);
+    assert_eq!(
+        origin.last().target,
+        "/k/list?a=1&b=2",
+        "the origin answers the keyed query"
+    );
+    let twice = Request::get("/k/price")
+        .header("Cookie", "currency=EUR; currency=USD")
+        .send(proxy.addr);
+    assert!(
+        status_of(&twice).contains("detail=ambiguous-key-cookie"),
+        "{}",
+        status_of(&twice)
+    );
     let eur = Request::get("/k/price")
         .header("Cookie", "currency=EUR")
         .send(proxy.addr);
@@ -306,7 +331,11 @@ fn key_rules_sort_and_drop_query_params_and_vary_on_a_cookie() {
         .send(proxy.addr);
     assert_ne!(eur.text(), usd.text());
     assert_eq!(eur.text(), eur2.text());
-    assert_eq!(origin.count("/k/price"), 2);
+    assert_eq!(
+        origin.count("/k/price"),
+        3,
+        "EUR, USD and the ambiguous request"
+    );
 }
 
 #[test]
@@ -785,9 +814,92 @@ fn warm_list_fills_the_cache_at_start() {
         "{}",
         status_of(&hit)
     );
-    assert_eq!(get(proxy.addr, "/o/warm-b?x=1").text(), "/o/warm-b?x=1#2");
+    assert!(status_of(&get(proxy.addr, "/o/warm-b?x=1")).starts_with("awning; hit"));
     assert_eq!(origin.count("/o/warm-a") + origin.count("/o/warm-b"), 2);
     eventually("the warm summary", Duration::from_secs(5), || {
         proxy.stderr().contains("cache warm done").then_some(())
     });
+}
+
+#[test]
+fn synthesised_etags_are_not_sent_to_the_origin() {
+    let origin = FakeOrigin::start(|_| {
+        Reply::ok("page").header("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT")
+    });
+    let proxy = proxy_for(&origin);
+    get(proxy.addr, "/short/lm");
+    assert!(get(proxy.addr, "/short/lm").has_header("etag"));
+    eventually("a revalidation", Duration::from_secs(5), || {
+        get(proxy.addr, "/short/lm");
+        (origin.count("/short/lm") == 2).then_some(())
+    });
+    let seen = origin.last();
+    assert_eq!(
+        seen.header("if-modified-since"),
+        Some("Sun, 06 Nov 1994 08:49:37 GMT")
+    );
+    assert_eq!(
+        seen.header("if-none-match"),
+        None,
+        "awning's own tag reached the origin"
+    );
+}
+
+#[test]
+fn multipart_ranges_are_served_from_a_hit() {
+    let body: String = (0..1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let b = body.clone();
+    let origin = FakeOrigin::start(move |_| Reply::ok(&b));
+    let proxy = proxy_for(&origin);
+    get(proxy.addr, "/o/ranged");
+    let single = Request::get("/o/ranged")
+        .header("Range", "bytes=100-109")
+        .send(proxy.addr);
+    assert_eq!(
+        (single.status, single.text()),
+        (206, body[100..110].to_string())
+    );
+    let multi = Request::get("/o/ranged")
+        .header("Range", "bytes=0-9,100-109")
+        .send(proxy.addr);
+    assert_eq!(multi.status, 206);
+    let text = multi.text();
+    assert!(
+        text.contains(&body[0..10]) && text.contains(&body[100..110]),
+        "{text}"
+    );
+    assert!(text.contains("bytes 100-109/1000"), "{text}");
+    assert_eq!(origin.count("/o/ranged"), 1);
+}
+
+#[test]
+fn compressed_responses_keep_the_connection_and_ranges_stay_uncompressed() {
+    use std::io::{BufReader, Write};
+    let page = "<p>summer sale</p>".repeat(100);
+    let p = page.clone();
+    let origin = FakeOrigin::start(move |_| {
+        let mut r = Reply::ok(&p);
+        r.headers.clear();
+        r.header("Content-Type", "text/html")
+    });
+    let proxy = proxy_for(&origin);
+    let stream = common::client::connect(proxy.addr);
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    for _ in 0..3 {
+        writer
+            .write_all(b"GET /z/keep HTTP/1.1\r\nHost: shop.test\r\nAccept-Encoding: br\r\n\r\n")
+            .unwrap();
+        let r = common::client::read_response(&mut reader, false, true);
+        assert_eq!((r.status, r.header("content-encoding")), (200, Some("br")));
+    }
+    let ranged = Request::get("/z/keep")
+        .header("Accept-Encoding", "gzip")
+        .header("Range", "bytes=0-9")
+        .send(proxy.addr);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.header("content-encoding"), None);
+    assert_eq!(ranged.text(), page[0..10]);
 }

@@ -143,6 +143,8 @@ fn forwarding_headers_replace_client_claims_and_host_passes_through() {
         .header("X-Forwarded-For", "6.6.6.6")
         .header("X-Forwarded-Host", "evil.test")
         .header("X-Forwarded-Proto", "https")
+        .header("Forwarded", "for=6.6.6.6;proto=https")
+        .header("X-Real-IP", "6.6.6.6")
         .send(proxy.addr);
     assert_eq!(resp.status, 200);
     let seen = origin.last();
@@ -151,6 +153,8 @@ fn forwarding_headers_replace_client_claims_and_host_passes_through() {
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("Shop.Test:8080"));
+    assert_eq!(seen.header("forwarded"), None);
+    assert_eq!(seen.header("x-real-ip"), None);
 }
 
 #[test]

@@ -110,26 +110,57 @@ pub fn variance(rules: &CacheKeyRules, vary: &[String], req: &HeaderMap) -> Opti
     }
     let mut b = VarianceBuilder::new();
     for name in &rules.headers {
-        let v = req
-            .get(name)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
-        b.add_owned_name_value(format!("key-header:{}", name.as_str()), v);
+        b.add_owned_name_value(
+            format!("key-header:{}", name.as_str()),
+            all_values(req, name.as_str()),
+        );
     }
     for cookie in &rules.cookies {
         let v = cookie_value(req, cookie).unwrap_or("").as_bytes().to_vec();
         b.add_owned_name_value(format!("key-cookie:{cookie}"), v);
     }
     for name in vary {
-        let value = req.get(name.as_str()).map(|v| v.as_bytes());
+        let value = all_values(req, name);
         let v = if name == "accept-encoding" {
-            accept_encoding_bucket(value).as_bytes().to_vec()
+            let present = req.contains_key(name.as_str());
+            accept_encoding_bucket(present.then_some(&value[..]))
+                .as_bytes()
+                .to_vec()
         } else {
-            value.map(|v| v.to_vec()).unwrap_or_default()
+            value
         };
         b.add_owned_name_value(format!("vary:{name}"), v);
     }
     b.finalize()
+}
+
+/// Every value of header `name`, in order, joined: a header split over
+/// several lines (h2 splits `Cookie`) must not vary on its first line only.
+pub fn all_values(req: &HeaderMap, name: &str) -> Vec<u8> {
+    let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+        b"; "
+    } else {
+        b", "
+    };
+    let mut out = Vec::new();
+    for (i, v) in req.get_all(name).iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(sep);
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// How many times cookie `name` appears in the request.
+pub fn cookie_count(req: &HeaderMap, name: &str) -> usize {
+    req.get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == name)
+        .count()
 }
 
 /// The header names a response's `Vary` lists, lower-case, sorted, deduplicated.
@@ -293,6 +324,23 @@ mod tests {
             variance(&by_cookie, &[], &a),
             variance(&by_cookie, &[], &other_session)
         );
+    }
+
+    #[test]
+    fn every_line_of_a_varied_header_counts() {
+        let vary = vec!["cookie".to_string()];
+        let none = CacheKeyRules::default();
+        let mut a = HeaderMap::new();
+        a.append("cookie", "consent=1".parse().unwrap());
+        a.append("cookie", "user=alice".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.append("cookie", "consent=1".parse().unwrap());
+        b.append("cookie", "user=bob".parse().unwrap());
+        assert_ne!(variance(&none, &vary, &a), variance(&none, &vary, &b));
+        assert_eq!(cookie_count(&a, "user"), 1);
+        let mut dup = HeaderMap::new();
+        dup.append("cookie", "currency=EUR; currency=USD".parse().unwrap());
+        assert_eq!(cookie_count(&dup, "currency"), 2);
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const LOCK_AGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits on another's fill before going to the origin itself.
 pub const LOCK_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest freshness awning stores (also the longest duration config accepts).
+pub const MAX_FRESHNESS: Duration = Duration::from_secs(10 * 366 * 86400);
+
 /// Process-lifetime cache parts (Pingora wants them `'static`).
 pub struct CacheEngine {
     pub store: &'static MemoryStore,
@@ -38,14 +41,15 @@ pub struct CacheEngine {
 impl CacheEngine {
     /// Builds the engine once per process; its size cannot change on reload.
     pub fn new(cfg: &CacheConfig) -> &'static CacheEngine {
+        let eviction: &'static lru::Manager<16> = Box::leak(Box::new(lru::Manager::with_capacity(
+            cfg.memory as usize,
+            8192,
+        )));
         let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
             cfg.max_object as usize,
             cfg.tag_headers.clone(),
             synthesize_etag,
-        )));
-        let eviction: &'static lru::Manager<16> = Box::leak(Box::new(lru::Manager::with_capacity(
-            cfg.memory as usize,
-            8192,
+            Some(eviction),
         )));
         let lock: &'static CacheLock = Box::leak(CacheLock::new_boxed(LOCK_AGE_TIMEOUT));
         crate::metrics::gauge(
@@ -91,6 +95,16 @@ pub fn admit_request(
     {
         return Err("bypass-cookie");
     }
+    // A key cookie sent twice: the key would take one value and the origin
+    // may read the other.
+    if policy
+        .key
+        .cookies
+        .iter()
+        .any(|c| key::cookie_count(&req.headers, c) > 1)
+    {
+        return Err("ambiguous-key-cookie");
+    }
     Ok(())
 }
 
@@ -122,6 +136,47 @@ pub fn apply_304_fields(
     updated
 }
 
+/// Shapes the request a cache fill sends upstream:
+/// - `Accept-Encoding` becomes exactly the variant bucket the response is
+///   stored under, so an encoding another client cannot decode never lands in
+///   a shared variant;
+/// - an `If-None-Match` carrying only awning's own synthesised tags is
+///   dropped: the origin never issued them, and while it is present the origin
+///   must ignore `If-Modified-Since` (RFC 9110 §13.1.3).
+pub fn prepare_upstream_request(
+    client: &pingora::http::RequestHeader,
+    upstream: &mut pingora::http::RequestHeader,
+) {
+    let ae = client
+        .headers
+        .get(http::header::ACCEPT_ENCODING)
+        .map(|v| v.as_bytes());
+    match key::accept_encoding_bucket(ae) {
+        "identity" => {
+            upstream.remove_header(&http::header::ACCEPT_ENCODING);
+        }
+        bucket => {
+            let _ = upstream.insert_header(http::header::ACCEPT_ENCODING, bucket);
+        }
+    }
+    let only_ours = upstream
+        .headers
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').all(|t| is_synthesised_etag(t.trim())));
+    if only_ours {
+        upstream.remove_header(&http::header::IF_NONE_MATCH);
+    }
+}
+
+/// Prefix of the entity tags awning makes up (never sent to the origin).
+const SYNTHESISED_ETAG_PREFIX: &str = "\"awn-";
+
+fn is_synthesised_etag(tag: &str) -> bool {
+    tag.trim_start_matches("W/")
+        .starts_with(SYNTHESISED_ETAG_PREFIX)
+}
+
 /// Methods that change the resource at the request URL (RFC 9111 §4.4).
 pub fn is_unsafe(method: &http::Method) -> bool {
     matches!(
@@ -145,8 +200,8 @@ pub fn body_etag(body: &[u8]) -> String {
     use blake2::digest::consts::U16;
     use blake2::{Blake2b, Digest};
     let digest = Blake2b::<U16>::digest(body);
-    let mut tag = String::with_capacity(34);
-    tag.push('"');
+    let mut tag = String::with_capacity(38);
+    tag.push_str(SYNTHESISED_ETAG_PREFIX);
     for b in digest {
         tag.push_str(&format!("{b:02x}"));
     }
@@ -179,7 +234,7 @@ pub fn meta_for(
     let fresh_until = if fresh_for.is_zero() {
         now - Duration::from_secs(1)
     } else {
-        now + *fresh_for
+        now.checked_add(*fresh_for).unwrap_or(now + MAX_FRESHNESS)
     };
     Some(CacheMeta::new(
         fresh_until,
@@ -193,6 +248,33 @@ pub fn meta_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fills_ask_the_origin_for_the_variant_bucket_and_never_our_own_tags() {
+        let mut client = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        client
+            .insert_header("accept-encoding", "gzip, deflate, br, zstd")
+            .unwrap();
+        let mut up = client.clone();
+        up.insert_header("if-none-match", body_etag(b"x")).unwrap();
+        up.insert_header("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .unwrap();
+        prepare_upstream_request(&client, &mut up);
+        assert_eq!(up.headers["accept-encoding"], "br");
+        assert!(!up.headers.contains_key("if-none-match"));
+        assert!(up.headers.contains_key("if-modified-since"));
+
+        let mut plain = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        plain.insert_header("accept-encoding", "zstd").unwrap();
+        let mut up = plain.clone();
+        up.insert_header("if-none-match", "\"origin-tag\"").unwrap();
+        prepare_upstream_request(&plain, &mut up);
+        assert!(
+            !up.headers.contains_key("accept-encoding"),
+            "identity bucket"
+        );
+        assert_eq!(up.headers["if-none-match"], "\"origin-tag\"");
+    }
 
     #[test]
     fn a_304_replaces_stored_fields_but_not_framing() {
@@ -213,7 +295,7 @@ mod tests {
     fn etags_are_strong_and_depend_on_the_body() {
         let a = body_etag(b"hello");
         assert!(
-            a.starts_with('"') && a.ends_with('"') && a.len() == 34,
+            a.starts_with("\"awn-") && a.ends_with('"') && a.len() == 38,
             "{a}"
         );
         assert_eq!(a, body_etag(b"hello"));

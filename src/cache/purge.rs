@@ -109,11 +109,21 @@ fn prefix_matches(prefix: &str, url: &str) -> bool {
 impl CacheEngine {
     /// Removes (or expires) every entry `pred` selects; returns how many.
     fn purge_where(&self, soft: bool, pred: impl Fn(&store::Entry) -> bool) -> usize {
+        let selected = self.store.select(pred);
+        self.purge_slots(soft, selected.iter().map(|(slot, e)| (*slot, Some(e.id))))
+    }
+
+    /// Removes (or expires) the given slots; returns how many held an entry.
+    fn purge_slots(
+        &self,
+        soft: bool,
+        slots: impl IntoIterator<Item = (HashBinary, Option<u64>)>,
+    ) -> usize {
         let mut n = 0;
-        for (slot, entry) in self.store.select(pred) {
+        for (slot, id) in slots {
             if soft {
                 n += usize::from(self.store.expire_entry(&slot));
-            } else if self.store.remove(&slot, Some(entry.id)).is_some() {
+            } else if let Some(entry) = self.store.remove(&slot, id) {
                 self.eviction.remove(CacheEntryKeyRef::from_entry_id(
                     &entry.compact,
                     Some(CacheEntryId::new(entry.id)),
@@ -124,6 +134,16 @@ impl CacheEngine {
         n
     }
 
+    /// Every variant of the URLs with these primary keys (an index lookup, no scan).
+    fn purge_primaries(&self, soft: bool, primaries: &[HashBinary]) -> usize {
+        let slots: Vec<(HashBinary, Option<u64>)> = primaries
+            .iter()
+            .flat_map(|p| self.store.slots_of(p))
+            .map(|slot| (slot, None))
+            .collect();
+        self.purge_slots(soft, slots)
+    }
+
     /// Applies a purge request.
     pub fn purge(&self, routes: &RouteTable, req: &PurgeRequest) -> PurgeCounts {
         let primaries: Vec<HashBinary> = req
@@ -132,11 +152,7 @@ impl CacheEngine {
             .flat_map(|u| url_primaries(routes, u))
             .collect();
         PurgeCounts {
-            urls: if primaries.is_empty() {
-                0
-            } else {
-                self.purge_where(req.soft, |e| primaries.contains(&e.primary))
-            },
+            urls: self.purge_primaries(req.soft, &primaries),
             prefixes: if req.prefixes.is_empty() {
                 0
             } else {
@@ -154,7 +170,7 @@ impl CacheEngine {
 
     /// Removes every variant stored under `primary` (an unsafe request changed it).
     pub fn invalidate_primary(&self, primary: &HashBinary) -> usize {
-        self.purge_where(false, |e| e.primary == *primary)
+        self.purge_primaries(false, std::slice::from_ref(primary))
     }
 }
 

@@ -18,13 +18,14 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
-use pingora::cache::eviction::CacheEntryId;
+use pingora::cache::eviction::{CacheEntryId, EvictionManager};
 use pingora::cache::key::{CacheHashKey, CacheKey, CompactCacheKey, HashBinary};
 use pingora::cache::storage::{
     HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
     PurgeType,
 };
 use pingora::cache::trace::SpanHandle;
+use pingora::cache::CacheEntryKeyRef;
 use pingora::cache::{CacheMeta, Storage};
 use pingora::{Error, ErrorType, Result};
 use pingora_prometheus::prometheus::IntGauge;
@@ -64,10 +65,16 @@ pub fn weight_of(meta: &CacheMeta, body_len: usize) -> usize {
 }
 
 type Shard = RwLock<HashMap<HashBinary, Arc<Entry>>>;
+/// Primary key -> the slots of its variants.
+type VariantShard = RwLock<HashMap<HashBinary, Vec<HashBinary>>>;
 
 /// The in-memory cache store.
 pub struct MemoryStore {
     shards: Box<[Shard]>,
+    /// Which slots hold a URL's variants, so invalidating a URL touches only them.
+    variants: Box<[VariantShard]>,
+    /// Told about entries replaced by a newer fill, which Pingora does not report.
+    eviction: Option<&'static (dyn EvictionManager + Sync)>,
     next_id: AtomicU64,
     stored_bytes: IntGauge,
     stored_objects: IntGauge,
@@ -83,9 +90,12 @@ impl MemoryStore {
         max_object: usize,
         tag_headers: Vec<http::HeaderName>,
         finalize: fn(&mut CacheMeta, &Bytes),
+        eviction: Option<&'static (dyn EvictionManager + Sync)>,
     ) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            variants: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            eviction,
             next_id: AtomicU64::new(1),
             stored_bytes: metrics::gauge(
                 names::CACHE_STORED_BYTES,
@@ -115,12 +125,47 @@ impl MemoryStore {
         self.shard(key).read().get(key).cloned()
     }
 
+    fn variant_shard(&self, primary: &HashBinary) -> &VariantShard {
+        &self.variants[primary[0] as usize % SHARDS]
+    }
+
+    /// The slots holding variants of `primary`.
+    pub fn slots_of(&self, primary: &HashBinary) -> Vec<HashBinary> {
+        self.variant_shard(primary)
+            .read()
+            .get(primary)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn insert(&self, key: HashBinary, entry: Entry) {
         let weight = entry.weight as i64;
-        let old = self.shard(&key).write().insert(key, Arc::new(entry));
+        let primary = entry.primary;
+        let id = entry.id;
+        let old = {
+            // The index changes under the slot's lock, so it never lags the slot.
+            let mut shard = self.shard(&key).write();
+            let old = shard.insert(key, Arc::new(entry));
+            let mut index = self.variant_shard(&primary).write();
+            let slots = index.entry(primary).or_default();
+            if !slots.contains(&key) {
+                slots.push(key);
+            }
+            old
+        };
         self.stored_bytes.add(weight);
         match old {
-            Some(old) => self.stored_bytes.sub(old.weight as i64),
+            Some(old) => {
+                self.stored_bytes.sub(old.weight as i64);
+                if old.id != id {
+                    if let Some(eviction) = self.eviction {
+                        eviction.remove(CacheEntryKeyRef::from_entry_id(
+                            &old.compact,
+                            Some(CacheEntryId::new(old.id)),
+                        ));
+                    }
+                }
+            }
             None => self.stored_objects.inc(),
         }
     }
@@ -134,6 +179,15 @@ impl MemoryStore {
             _ => {}
         }
         let removed = shard.remove(key)?;
+        {
+            let mut index = self.variant_shard(&removed.primary).write();
+            if let Some(slots) = index.get_mut(&removed.primary) {
+                slots.retain(|s| s != key);
+                if slots.is_empty() {
+                    index.remove(&removed.primary);
+                }
+            }
+        }
         drop(shard);
         self.stored_bytes.sub(removed.weight as i64);
         self.stored_objects.dec();
@@ -235,6 +289,7 @@ impl Storage for MemoryStore {
         let meta = clone_meta(&entry.meta);
         let hit = MemoryHit {
             body: entry.body.clone(),
+            range: 0..entry.body.len(),
             done: false,
             weight: entry.weight,
             id: entry.id,
@@ -322,7 +377,9 @@ impl Storage for MemoryStore {
 }
 
 struct MemoryHit {
+    /// The whole stored body; seeks select from it, never from a previous seek.
     body: Bytes,
+    range: std::ops::Range<usize>,
     done: bool,
     weight: usize,
     id: u64,
@@ -335,7 +392,7 @@ impl HandleHit for MemoryHit {
             return Ok(None);
         }
         self.done = true;
-        Ok(Some(self.body.clone()))
+        Ok(Some(self.body.slice(self.range.clone())))
     }
 
     async fn finish(
@@ -357,7 +414,7 @@ impl HandleHit for MemoryHit {
         if start > end {
             return Error::e_explain(ErrorType::InternalError, "seek beyond the body");
         }
-        self.body = self.body.slice(start..end);
+        self.range = start..end;
         self.done = false;
         Ok(())
     }

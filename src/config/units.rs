@@ -37,10 +37,17 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// Parses `500ms`, `2s`, `10m`, `1h`, `365d` (and combinations such as `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write it like 500ms, 2s, 10m, 1h or 365d")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!("`{text}` is longer than 10 years"));
+    }
+    Ok(d)
 }
+
+/// The longest duration a setting may have; keeps time arithmetic far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 366 * 86400);
 
 /// A size in bytes, written `64KiB`, `256MiB` or as a plain number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +102,7 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "2", "fast", "2 parsecs", "-1s"] {
+        for bad in ["", "2", "fast", "2 parsecs", "-1s", "300000000000y", "11y"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
     }

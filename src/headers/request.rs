@@ -208,6 +208,9 @@ pub struct Forwarding<'a> {
 /// Sets `X-Forwarded-For/-Proto/-Host`, replacing whatever the client sent:
 /// without a trusted-proxy list, a client's own claims are not passed on.
 pub fn set_forwarding(req: &mut RequestHeader, f: Forwarding<'_>) {
+    // Other spellings of the same claims, which the storefront might read.
+    req.remove_header("forwarded");
+    req.remove_header("x-real-ip");
     match f.client_ip {
         Some(ip) => {
             let _ = req.insert_header(X_FORWARDED_FOR.clone(), ip.to_string());

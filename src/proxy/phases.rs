@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
@@ -61,14 +61,19 @@ impl Awning {
     /// A successful unsafe request invalidates the stored URL and the
     /// same-host `Location` / `Content-Location` (RFC 9111 §4.4).
     fn invalidate_after_write(&self, ctx: &RequestCtx, req: &RequestHeader, resp: &ResponseHeader) {
-        let Some(route) = ctx.route() else { return };
-        let primary = key::primary(url_parts(ctx, req), &route.cache.key);
-        self.cache
-            .invalidate_primary(&CacheKey::new(primary, "").primary_bin());
         let Some(host) = ctx.target.authority.as_deref() else {
             return;
         };
         let scheme = if ctx.tls { "https" } else { "http" };
+        // Keyed by the route that serves (and caches) GETs of the URL, which
+        // may not be the route of this write.
+        let own = format!(
+            "{scheme}://{host}{}",
+            req.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        for primary in cache::purge::url_primaries(&ctx.snapshot.routes, &own) {
+            self.cache.invalidate_primary(&primary);
+        }
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let Some(v) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -127,16 +132,32 @@ fn enable_gzip(session: &mut Session) {
     }
 }
 
-/// The request URI with its path normalised, when that changes it.
-fn normalized_uri(uri: &http::Uri) -> Option<http::Uri> {
+/// The request URI with its path normalised, when that changes it;
+/// `Err` for a path that hides a separator.
+fn normalized_uri(uri: &http::Uri) -> std::result::Result<Option<http::Uri>, ()> {
     let path = uri.path();
-    let normal = crate::routes::normalize_path(path);
+    let normal = crate::routes::normalize_path(path).ok_or(())?;
     if normal == path {
+        return Ok(None);
+    }
+    Ok(with_path_and_query(&normal, uri.query()))
+}
+
+/// The request URI with the query a cached route's key was built from, when
+/// that differs: the origin must answer exactly what gets stored, so a
+/// parameter the key ignores never reaches it (no parameter cloaking).
+fn keyed_uri(uri: &http::Uri, rules: &crate::config::CacheKeyRules) -> Option<http::Uri> {
+    let keyed = key::normalize_query(uri.query(), rules);
+    if keyed.as_deref() == uri.query().filter(|q| !q.is_empty()) {
         return None;
     }
-    let pq = match uri.query() {
-        Some(q) => format!("{normal}?{q}"),
-        None => normal.into_owned(),
+    with_path_and_query(uri.path(), keyed.as_deref())
+}
+
+fn with_path_and_query(path: &str, query: Option<&str>) -> Option<http::Uri> {
+    let pq = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
     };
     http::Uri::builder().path_and_query(pq).build().ok()
 }
@@ -172,8 +193,10 @@ impl ProxyHttp for Awning {
             session.req_header_mut().set_uri(uri);
         }
         // Routing, the cache key and the origin all see the normalised path.
-        if let Some(uri) = normalized_uri(&session.req_header().uri) {
-            session.req_header_mut().set_uri(uri);
+        match normalized_uri(&session.req_header().uri) {
+            Ok(Some(uri)) => session.req_header_mut().set_uri(uri),
+            Ok(None) => {}
+            Err(()) => return respond(session, 400, true).await,
         }
         let req = session.req_header();
         let found = ctx.snapshot.routes.find(Target {
@@ -185,7 +208,17 @@ impl ProxyHttp for Awning {
         ctx.tls = downstream_tls(session);
         match found {
             Some((index, route)) => {
-                if route.compress {
+                if route.cache.mode != crate::config::CacheMode::Bypass {
+                    if let Some(uri) = keyed_uri(&session.req_header().uri, &route.cache.key) {
+                        session.req_header_mut().set_uri(uri);
+                    }
+                }
+                // A range of a compressed body is not a range of the stored one.
+                let ranged = session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::RANGE);
+                if route.compress && !ranged {
                     let ae = session
                         .req_header()
                         .headers
@@ -370,6 +403,9 @@ impl ProxyHttp for Awning {
                 host_header_missing: ctx.target.host_header_missing,
             },
         );
+        if session.cache.enabled() {
+            cache::prepare_upstream_request(session.req_header(), upstream_request);
+        }
         Ok(())
     }
 
