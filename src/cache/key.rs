@@ -48,7 +48,9 @@ pub fn normalize_query(query: Option<&str>, rules: &CacheKeyRules) -> Option<Str
         })
         .collect();
     if rules.sort_query {
-        pairs.sort_unstable();
+        // By name only, and stable: repeated names (`ids[]=3&ids[]=1`) keep
+        // their order, which the origin may depend on.
+        pairs.sort_by(|a, b| a.split('=').next().cmp(&b.split('=').next()));
     }
     (!pairs.is_empty()).then(|| pairs.join("&"))
 }
@@ -273,6 +275,15 @@ mod tests {
         assert_eq!(
             normalize_query(Some("utm_x=1"), &rules(false, &["utm_*"], None)),
             None
+        );
+    }
+
+    #[test]
+    fn sorting_keeps_repeated_parameters_in_order() {
+        let q = Some("ids[]=3&b=1&ids[]=1&a=x");
+        assert_eq!(
+            normalize_query(q, &rules(true, &[], None)).as_deref(),
+            Some("a=x&b=1&ids[]=3&ids[]=1")
         );
     }
 

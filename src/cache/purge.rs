@@ -60,7 +60,11 @@ fn parse_url(text: &str) -> Option<ParsedUrl> {
     let uri: http::Uri = format!("http://{rest}").parse().ok()?;
     Some(ParsedUrl {
         schemes,
-        host: uri.host()?.to_ascii_lowercase(),
+        host: uri
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
         port: uri.port_u16(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
@@ -193,6 +197,8 @@ mod tests {
             ),
             (vec![true], "shop.test", Some(8443), "/a/b", Some("x=1"))
         );
+        let u = parse_url("http://[::1]:8080/a").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", Some(8080)));
         let u = parse_url("shop.test/a").unwrap();
         assert_eq!(u.schemes, vec![false, true]);
         assert!(parse_url("/only/a/path").is_none());

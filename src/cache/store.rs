@@ -10,7 +10,7 @@
 //!   removes a newer one stored under the same key.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,7 +66,7 @@ pub fn weight_of(meta: &CacheMeta, body_len: usize) -> usize {
 
 type Shard = RwLock<HashMap<HashBinary, Arc<Entry>>>;
 /// Primary key -> the slots of its variants.
-type VariantShard = RwLock<HashMap<HashBinary, Vec<HashBinary>>>;
+type VariantShard = RwLock<HashMap<HashBinary, HashSet<HashBinary>>>;
 
 /// The in-memory cache store.
 pub struct MemoryStore {
@@ -134,7 +134,7 @@ impl MemoryStore {
         self.variant_shard(primary)
             .read()
             .get(primary)
-            .cloned()
+            .map(|slots| slots.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -147,10 +147,7 @@ impl MemoryStore {
             let mut shard = self.shard(&key).write();
             let old = shard.insert(key, Arc::new(entry));
             let mut index = self.variant_shard(&primary).write();
-            let slots = index.entry(primary).or_default();
-            if !slots.contains(&key) {
-                slots.push(key);
-            }
+            index.entry(primary).or_default().insert(key);
             old
         };
         self.stored_bytes.add(weight);
@@ -182,7 +179,7 @@ impl MemoryStore {
         {
             let mut index = self.variant_shard(&removed.primary).write();
             if let Some(slots) = index.get_mut(&removed.primary) {
-                slots.retain(|s| s != key);
+                slots.remove(key);
                 if slots.is_empty() {
                     index.remove(&removed.primary);
                 }

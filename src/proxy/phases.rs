@@ -208,11 +208,6 @@ impl ProxyHttp for Awning {
         ctx.tls = downstream_tls(session);
         match found {
             Some((index, route)) => {
-                if route.cache.mode != crate::config::CacheMode::Bypass {
-                    if let Some(uri) = keyed_uri(&session.req_header().uri, &route.cache.key) {
-                        session.req_header_mut().set_uri(uri);
-                    }
-                }
                 // A range of a compressed body is not a range of the stored one.
                 let ranged = session
                     .req_header()
@@ -225,8 +220,11 @@ impl ProxyHttp for Awning {
                         .get(http::header::ACCEPT_ENCODING);
                     match compression::choose(ae.map(|v| v.as_bytes())) {
                         // A HEAD answer has no body to encode.
+                        // (and HTTP/1.0 cannot take the chunked body it needs).
                         compression::Coding::Brotli => {
-                            ctx.brotli_wanted = session.req_header().method != http::Method::HEAD
+                            let req = session.req_header();
+                            ctx.brotli_wanted = req.method != http::Method::HEAD
+                                && req.version != http::Version::HTTP_10
                         }
                         compression::Coding::Gzip => enable_gzip(session),
                         compression::Coding::Identity => {}
@@ -245,6 +243,10 @@ impl ProxyHttp for Awning {
         };
         match cache::admit_request(&route.cache, session.req_header()) {
             Ok(()) => {
+                // Only requests the cache may serve are reshaped to their key.
+                if let Some(uri) = keyed_uri(&session.req_header().uri, &route.cache.key) {
+                    session.req_header_mut().set_uri(uri);
+                }
                 session.cache.enable(
                     self.cache.store,
                     Some(self.cache.eviction),
