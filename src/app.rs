@@ -54,7 +54,13 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Awning::new(snapshots.clone(), cache),
+        Awning::new(
+            snapshots.clone(),
+            cache,
+            std::sync::Arc::new(crate::limits::Limiter::new(
+                crate::limits::DEFAULT_TABLE_SIZE,
+            )),
+        ),
         "awning proxy",
     );
     for addr in &listen.http {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod headers;
 pub mod lifecycle;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;

@@ -23,7 +23,7 @@ pub const PROXY_KEYS: &[&str] = &[
 ];
 
 /// Top-level keys of a rule file.
-pub const RULE_KEYS: &[&str] = &["routes", "warm"];
+pub const RULE_KEYS: &[&str] = &["routes", "warm", "limits"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +94,58 @@ pub struct FileRoute {
     pub cache: Option<FileRouteCache>,
     #[serde(default)]
     pub compress: bool,
+    #[serde(default)]
+    pub limits: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileLimitScope {
+    #[default]
+    Local,
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileLimitMode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileLimitCount {
+    #[default]
+    All,
+    Misses,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileLimitHeaders {
+    #[default]
+    OnDeny,
+    Always,
+}
+
+/// A rate-limit policy in a rule file's `limits:` map.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimit {
+    pub rate: String,
+    pub burst: Option<i64>,
+    #[serde(default)]
+    pub key: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    pub scope: FileLimitScope,
+    #[serde(default)]
+    pub mode: FileLimitMode,
+    #[serde(default)]
+    pub count: FileLimitCount,
+    #[serde(default)]
+    pub headers: FileLimitHeaders,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -40,6 +40,36 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// URLs fetched through the proxy at start, so the first customers hit a warm cache.
     pub warm: Vec<WarmUrl>,
+    /// Rate-limit policies; routes refer to them by index.
+    pub limits: Vec<LimitPolicy>,
+}
+
+/// What a rate-limit key is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client's address (IPv6 grouped by /64).
+    ClientIp,
+    /// The route as a whole (protects the origin).
+    Route,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// A rate-limit policy.
+#[derive(Clone, Debug)]
+pub struct LimitPolicy {
+    pub name: String,
+    /// Requests per `window` (for the headers), and the bucket size.
+    pub limit: u32,
+    pub window: Duration,
+    pub burst: u32,
+    pub key: Vec<LimitKey>,
+    /// Decide and count, never deny.
+    pub shadow: bool,
+    /// Count only requests that go to the origin (cache misses).
+    pub misses_only: bool,
+    /// RateLimit headers on every answer, not only on 429s.
+    pub headers_always: bool,
 }
 
 /// A URL to warm: `http(s)://host[:port]/path?query`.
@@ -122,6 +152,8 @@ pub struct Route {
     /// Compress text responses (gzip, brotli) for clients that accept it when
     /// the origin did not; the stored copy stays as the origin sent it.
     pub compress: bool,
+    /// Rate-limit policies (indices into [`Config::limits`]); all must allow.
+    pub limits: Vec<usize>,
 }
 
 /// How a route caches.

@@ -18,7 +18,7 @@ use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, Listen, Metrics, PathMatch,
     QueryParam, Redis, Route,
 };
-use super::{RouteCache, WarmUrl};
+use super::{LimitKey, LimitPolicy, RouteCache, WarmUrl};
 use super::{TlsListener, Upstream};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -170,6 +170,9 @@ fn unknown_field(message: &str) -> Option<&str> {
 }
 
 fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
     items
         .iter()
         .map(|s| format!("`{s}`"))
@@ -255,18 +258,36 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let mut routes = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut warm = Vec::new();
-    for file in &rule_files {
-        if let Some(rule_doc) = Doc::parse(file, errs) {
-            check_rule_file(
-                &rule_doc,
-                &upstreams,
-                &declared,
-                &mut names,
-                &mut routes,
-                errs,
-            );
-            check_warm(&rule_doc, &listen, &mut warm, errs);
-        }
+    let docs: Vec<Doc> = rule_files
+        .iter()
+        .filter_map(|f| Doc::parse(f, errs))
+        .collect();
+    let mut limits = Vec::new();
+    let mut declared_limits = Vec::new();
+    for rule_doc in &docs {
+        check_limits(
+            rule_doc,
+            redis.is_some(),
+            &mut limits,
+            &mut declared_limits,
+            errs,
+        );
+    }
+    let refs = PolicyRefs {
+        valid: &limits,
+        declared: &declared_limits,
+    };
+    for rule_doc in &docs {
+        check_rule_file(
+            rule_doc,
+            &upstreams,
+            &declared,
+            &refs,
+            &mut names,
+            &mut routes,
+            errs,
+        );
+        check_warm(rule_doc, &listen, &mut warm, errs);
     }
 
     Some(Config {
@@ -282,6 +303,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         shutdown_grace,
         routes,
         warm,
+        limits,
     })
 }
 
@@ -604,10 +626,18 @@ fn expand_rules(
     files
 }
 
+/// The rate-limit policies routes may name.
+struct PolicyRefs<'a> {
+    valid: &'a [LimitPolicy],
+    /// Every policy name declared, valid or not (no second error for a broken one).
+    declared: &'a [String],
+}
+
 fn check_rule_file(
     doc: &Doc,
     upstreams: &[Upstream],
     declared: &[String],
+    policies: &PolicyRefs<'_>,
     names: &mut HashMap<String, String>,
     routes: &mut Vec<Route>,
     errs: &mut Vec<ConfigError>,
@@ -707,6 +737,20 @@ fn check_rule_file(
             }
             out
         });
+        let mut limits = Vec::new();
+        for (j, name) in file.limits.iter().enumerate() {
+            match policies.valid.iter().position(|p| p.name == *name) {
+                Some(i) => limits.push(i),
+                None if policies.declared.contains(name) => {}
+                None => {
+                    let known: Vec<&str> = policies.valid.iter().map(|p| p.name.as_str()).collect();
+                    errs.push(doc.at_value(
+                        &rat.key("limits").index(j),
+                        format!("unknown limit policy `{name}` (defined: {})", list(&known)),
+                    ));
+                }
+            }
+        }
         let cache = match &file.cache {
             None => Some(RouteCache::default()),
             Some(c) => check_route_cache(doc, c, &rat.key("cache"), errs),
@@ -721,8 +765,135 @@ fn check_rule_file(
                 defined_at,
                 cache,
                 compress: file.compress,
+                limits,
             });
         }
+    }
+}
+
+/// `5/min`, `30/s`, `1000/h`, `10000/d`: requests per window.
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let err = || format!("`{text}` is not a rate; write it like 5/min, 30/s, 1000/h or 10000/d");
+    let (n, unit) = text.trim().split_once('/').ok_or_else(err)?;
+    let n: u32 = n.trim().parse().map_err(|_| err())?;
+    if n == 0 {
+        return Err(format!(
+            "`{text}`: a rate of zero admits nothing; remove the route instead"
+        ));
+    }
+    let window = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86400),
+        _ => return Err(err()),
+    };
+    Ok((n, window))
+}
+
+/// `limits: { name: policy }` in a rule file.
+fn check_limits(
+    doc: &Doc,
+    has_redis: bool,
+    out: &mut Vec<LimitPolicy>,
+    declared: &mut Vec<String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let Value::Mapping(root) = &doc.value else {
+        return;
+    };
+    let Some(value) = root.get("limits").filter(|v| !v.is_null()) else {
+        return;
+    };
+    let at = YamlPath::root().key("limits");
+    let Value::Mapping(map) = value else {
+        errs.push(doc.at(&at, "expected a mapping of policy names to policies"));
+        return;
+    };
+    for (k, v) in map {
+        let name = k.as_str().unwrap_or_default().to_string();
+        let pat = at.key(name.as_str());
+        if !valid_name(&name) {
+            errs.push(doc.at(&pat, "policy names use letters, digits, `-`, `_` and `.`"));
+            continue;
+        }
+        if declared.contains(&name) {
+            errs.push(doc.at(&pat, format!("limit policy `{name}` is defined twice")));
+            continue;
+        }
+        declared.push(name.clone());
+        let Some(file): Option<FileLimit> = doc.de(v, &pat, errs) else {
+            continue;
+        };
+        let before = errs.len();
+        let (limit, window) = match parse_rate(&file.rate) {
+            Ok(r) => r,
+            Err(m) => {
+                errs.push(doc.at_value(&pat.key("rate"), m));
+                (1, Duration::from_secs(1))
+            }
+        };
+        let burst = match file.burst {
+            None => limit,
+            Some(b) if (1..=1_000_000).contains(&b) => b as u32,
+            Some(b) => {
+                errs.push(doc.at_value(&pat.key("burst"), format!("burst {b}: use 1 to 1000000")));
+                1
+            }
+        };
+        if file.scope == FileLimitScope::Shared {
+            let why = if has_redis {
+                "scope `shared` needs the Redis tier, which this build does not have yet; use `local`"
+            } else {
+                "scope `shared` needs `redis:` in proxy.yaml"
+            };
+            errs.push(doc.at_value(&pat.key("scope"), why));
+        }
+        let mut key = Vec::new();
+        for (j, part) in file.key.iter().enumerate() {
+            let kat = pat.key("key").index(j);
+            let parsed = match part {
+                Value::String(s) if s == "client_ip" => Ok(LimitKey::ClientIp),
+                Value::String(s) if s == "route" => Ok(LimitKey::Route),
+                Value::Mapping(m) if m.len() == 1 => {
+                    let (kind, val) = m.iter().next().expect("one entry");
+                    match (kind.as_str(), val.as_str()) {
+                        (Some("header"), Some(h)) => http::HeaderName::from_bytes(h.as_bytes())
+                            .map(LimitKey::Header)
+                            .map_err(|_| format!("`{h}` is not a header name")),
+                        (Some("cookie"), Some(c))
+                            if !c.is_empty() && !c.contains([';', '=', ' ']) =>
+                        {
+                            Ok(LimitKey::Cookie(c.to_string()))
+                        }
+                        _ => Err("expected `header: NAME` or `cookie: NAME`".to_string()),
+                    }
+                }
+                _ => Err(
+                    "key parts are client_ip, route, `header: NAME` or `cookie: NAME`".to_string(),
+                ),
+            };
+            match parsed {
+                Ok(p) => key.push(p),
+                Err(m) => errs.push(doc.at_value(&kat, m)),
+            }
+        }
+        if key.is_empty() {
+            key.push(LimitKey::ClientIp);
+        }
+        if errs.len() > before {
+            continue;
+        }
+        out.push(LimitPolicy {
+            name,
+            limit,
+            window,
+            burst,
+            key,
+            shadow: file.mode == FileLimitMode::Shadow,
+            misses_only: file.count == FileLimitCount::Misses,
+            headers_always: file.headers == FileLimitHeaders::Always,
+        });
     }
 }
 
@@ -972,6 +1143,20 @@ mod tests {
         assert!(parse_path_match("cart").is_err());
         let err = parse_path_match("/api/[").unwrap_err();
         assert!(err.contains("invalid glob"), "{err}");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("5/min"), Ok((5, Duration::from_secs(60))));
+        assert_eq!(parse_rate("30/s"), Ok((30, Duration::from_secs(1))));
+        assert_eq!(
+            parse_rate(" 1000 / h "),
+            Ok((1000, Duration::from_secs(3600)))
+        );
+        assert_eq!(parse_rate("7/d"), Ok((7, Duration::from_secs(86400))));
+        for bad in ["0/min", "-1/s", "5", "5/week", "x/s", "5/"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

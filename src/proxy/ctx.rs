@@ -55,6 +55,8 @@ pub struct RequestCtx {
     pub brotli_wanted: bool,
     /// The brotli encoder of this response's body.
     pub brotli: Option<crate::compression::BrotliStream>,
+    /// `RateLimit-Policy` and `RateLimit` values to send with the answer.
+    pub limit_headers: Option<(String, String)>,
     _inflight: InflightGuard,
 }
 
@@ -78,6 +80,7 @@ impl RequestCtx {
             revalidated_headers: None,
             brotli_wanted: false,
             brotli: None,
+            limit_headers: None,
             _inflight: InflightGuard::new(),
         }
     }

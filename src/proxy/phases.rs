@@ -17,6 +17,7 @@ use super::{errors, peer};
 use crate::cache::{self, key, policy, status, CacheEngine};
 use crate::compression;
 use crate::headers::{request, response};
+use crate::limits::{self, Decision, KeySource, Limiter};
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
 
@@ -24,11 +25,97 @@ use crate::snapshot::SharedSnapshot;
 pub struct Awning {
     snapshots: SharedSnapshot,
     cache: &'static CacheEngine,
+    limiter: std::sync::Arc<Limiter>,
 }
 
 impl Awning {
-    pub fn new(snapshots: SharedSnapshot, cache: &'static CacheEngine) -> Self {
-        Self { snapshots, cache }
+    pub fn new(
+        snapshots: SharedSnapshot,
+        cache: &'static CacheEngine,
+        limiter: std::sync::Arc<Limiter>,
+    ) -> Self {
+        Self {
+            snapshots,
+            cache,
+            limiter,
+        }
+    }
+
+    /// Applies the route's limit policies of one kind (all requests, or only
+    /// those going to the origin); returns the first enforced denial.
+    /// Background revalidations are never counted.
+    fn check_limits(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        misses: bool,
+    ) -> Option<(usize, Decision)> {
+        if session.is_subrequest() {
+            return None;
+        }
+        let snapshot = ctx.snapshot.clone();
+        let route = ctx.route.and_then(|i| snapshot.routes.get(i))?;
+        let src = KeySource {
+            client_ip: client_ip(session),
+            route: &route.name,
+            headers: &session.req_header().headers,
+        };
+        let mut denied = None;
+        let mut fewest_left = u32::MAX;
+        for &i in &route.limits {
+            let policy = &snapshot.config.limits[i];
+            if policy.misses_only != misses {
+                continue;
+            }
+            let d = self.limiter.check(policy, self.limiter.key(policy, src));
+            if (policy.headers_always || !d.allowed) && d.remaining <= fewest_left {
+                fewest_left = d.remaining;
+                ctx.limit_headers = Some(limits::header_values(policy, &d));
+            }
+            if !d.allowed {
+                if policy.shadow {
+                    log::info!("rate limit {} would deny (shadow mode)", policy.name);
+                } else if denied.is_none() {
+                    denied = Some((i, d));
+                }
+            }
+        }
+        denied
+    }
+
+    /// Answers 429 with `Retry-After` and the `RateLimit` fields.
+    async fn deny(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        policy: usize,
+        d: Decision,
+    ) -> Result<bool> {
+        let (mut header, body) = response::error_page(429);
+        let _ = header.insert_header(
+            http::header::RETRY_AFTER,
+            limits::retry_after_secs(&d).to_string(),
+        );
+        let (policy_value, limit_value) =
+            limits::header_values(&ctx.snapshot.config.limits[policy], &d);
+        let _ = header.insert_header(RATELIMIT_POLICY.clone(), policy_value);
+        let _ = header.insert_header(RATELIMIT.clone(), limit_value);
+        let has_body = session
+            .req_header()
+            .headers
+            .contains_key(http::header::CONTENT_LENGTH)
+            || session
+                .req_header()
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING);
+        if has_body {
+            session.set_keepalive(None);
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
     }
 }
 
@@ -54,6 +141,9 @@ static GZIP_ONLY: std::sync::LazyLock<RequestHeader> = std::sync::LazyLock::new(
         .expect("static header");
     h
 });
+
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
@@ -231,7 +321,10 @@ impl ProxyHttp for Awning {
                     }
                 }
                 ctx.route = Some(index);
-                Ok(false)
+                match self.check_limits(session, ctx, false) {
+                    Some((policy, d)) => self.deny(session, ctx, policy, d).await,
+                    None => Ok(false),
+                }
             }
             None => respond(session, 404, false).await,
         }
@@ -340,6 +433,22 @@ impl ProxyHttp for Awning {
             e.esource() == &ErrorSource::Upstream
                 || matches!(e.etype(), ErrorType::HTTPStatus(code) if *code >= 500)
         })
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // Runs only for requests the cache did not answer: `count: misses`
+        // policies protect the origin without charging cache hits.
+        match self.check_limits(session, ctx, true) {
+            Some((policy, d)) => {
+                self.deny(session, ctx, policy, d).await?;
+                Ok(false)
+            }
+            None => Ok(true),
+        }
     }
 
     async fn upstream_peer(
@@ -454,6 +563,10 @@ impl ProxyHttp for Awning {
         let _ = upstream_response.insert_header(CACHE_STATUS.clone(), status::render(&outcome));
         if ctx.brotli_wanted {
             ctx.brotli = compression::start_brotli(upstream_response);
+        }
+        if let Some((policy, limit)) = &ctx.limit_headers {
+            let _ = upstream_response.insert_header(RATELIMIT_POLICY.clone(), policy.as_str());
+            let _ = upstream_response.insert_header(RATELIMIT.clone(), limit.as_str());
         }
 
         let req = session.req_header();

@@ -111,6 +111,7 @@ mod tests {
             defined_at: String::new(),
             cache: Default::default(),
             compress: false,
+            limits: Vec::new(),
         }
     }
 

@@ -1,0 +1,180 @@
+//! Rate limiting (local tier) through the real binary.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RULES: &str = r#"
+limits:
+  burst10: { rate: 10/min, burst: 10, key: [client_ip] }
+  tenps:   { rate: 10/s, burst: 1 }
+  auth:    { rate: 5/min, burst: 5, key: [client_ip] }
+  shadow:  { rate: 1/min, burst: 1, mode: shadow, headers: always }
+  origin:  { rate: 1/min, burst: 1, key: [route], count: misses }
+  user:    { rate: 2/min, burst: 2, key: [{ cookie: session }] }
+routes:
+  - name: exact
+    match: { prefix: "/exact" }
+    upstream: shop
+    limits: [burst10]
+  - name: refill
+    match: { prefix: "/refill" }
+    upstream: shop
+    limits: [tenps]
+  - name: login
+    match: { prefix: "/login" }
+    upstream: shop
+    limits: [auth]
+  - name: trial
+    match: { prefix: "/trial" }
+    upstream: shop
+    limits: [shadow]
+  - name: cached
+    match: { prefix: "/cached/" }
+    upstream: shop
+    cache: { mode: override, ttl: 10m }
+    limits: [origin]
+  - name: account
+    match: { prefix: "/account" }
+    upstream: shop
+    limits: [user]
+"#;
+
+fn proxy(origin: &FakeOrigin) -> ProxyUnderTest {
+    ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(RULES),
+    )
+}
+
+#[test]
+fn a_burst_of_ten_admits_exactly_ten_of_a_hundred_concurrent_requests() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    let barrier = Arc::new(Barrier::new(100));
+    let addr = proxy.addr;
+    let handles: Vec<_> = (0..100)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                get(addr, "/exact").status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 90);
+    assert_eq!(origin.count("/exact"), 10);
+}
+
+#[test]
+fn refill_follows_the_rate() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    let started = Instant::now();
+    let mut admitted = 0u64;
+    while started.elapsed() < Duration::from_secs(2) {
+        if get(proxy.addr, "/refill").status == 200 {
+            admitted += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    // One from the full bucket, then one per 100 ms.
+    let expected = 1 + elapsed.as_millis() as u64 / 100;
+    eprintln!("admitted {admitted} in {elapsed:?}, expected {expected}");
+    assert!(
+        admitted.abs_diff(expected) <= 1,
+        "admitted {admitted}, expected {expected} (±5 %)"
+    );
+}
+
+#[test]
+fn denials_are_429_with_retry_after_and_ratelimit_fields() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    for _ in 0..5 {
+        assert_eq!(get(proxy.addr, "/login").status, 200);
+    }
+    let denied = get(proxy.addr, "/login");
+    assert_eq!(denied.status, 429);
+    assert_eq!(denied.text(), "429 Too Many Requests\n");
+    let retry: u64 = denied.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry), "Retry-After {retry}");
+    assert_eq!(denied.header("ratelimit-policy"), Some("\"auth\";q=5;w=60"));
+    let limit = denied.header("ratelimit").unwrap();
+    assert!(limit.starts_with("\"auth\";r=0;t="), "{limit}");
+    assert_eq!(origin.count("/login"), 5);
+    // Spoofed forwarding headers from an untrusted client change nothing.
+    let spoofed = Request::get("/login")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send(proxy.addr);
+    assert_eq!(spoofed.status, 429);
+}
+
+#[test]
+fn shadow_mode_never_denies_but_tells() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    for _ in 0..5 {
+        let r = get(proxy.addr, "/trial");
+        assert_eq!(r.status, 200);
+        assert!(r.header("ratelimit").is_some(), "headers: always");
+    }
+    assert!(get(proxy.addr, "/trial")
+        .header("ratelimit")
+        .unwrap()
+        .contains(";r=0;"));
+    eventually(
+        "the shadow denial to be logged",
+        Duration::from_secs(5),
+        || {
+            proxy
+                .stderr()
+                .contains("would deny (shadow mode)")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn count_misses_spares_cache_hits() {
+    let origin = FakeOrigin::fixed("page");
+    let proxy = proxy(&origin);
+    assert_eq!(
+        get(proxy.addr, "/cached/a").status,
+        200,
+        "the miss takes the one token"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            get(proxy.addr, "/cached/a").status,
+            200,
+            "hits are not charged"
+        );
+    }
+    assert_eq!(get(proxy.addr, "/cached/b").status, 429, "a second miss is");
+    assert_eq!(origin.total(), 1);
+}
+
+#[test]
+fn cookie_keys_give_each_customer_a_budget() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    let as_user = |s: &str| {
+        Request::get("/account")
+            .header("Cookie", &format!("session={s}"))
+            .send(proxy.addr)
+            .status
+    };
+    assert_eq!(
+        (as_user("alice"), as_user("alice"), as_user("alice")),
+        (200, 200, 429)
+    );
+    assert_eq!(as_user("bob"), 200);
+}
