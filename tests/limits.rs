@@ -178,3 +178,34 @@ fn cookie_keys_give_each_customer_a_budget() {
     );
     assert_eq!(as_user("bob"), 200);
 }
+
+#[test]
+fn behind_a_trusted_proxy_the_forwarded_client_is_limited() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(RULES)
+            .extra("trusted_proxies: [\"127.0.0.1/32\"]"),
+    );
+    let from = |client: &str| {
+        Request::get("/login")
+            .header("X-Forwarded-For", &format!("198.51.100.1, {client}"))
+            .send(proxy.addr)
+            .status
+    };
+    for _ in 0..5 {
+        assert_eq!(from("203.0.113.9"), 200);
+    }
+    assert_eq!(from("203.0.113.9"), 429);
+    assert_eq!(
+        from("203.0.113.10"),
+        200,
+        "another customer behind the same proxy"
+    );
+    assert_eq!(
+        origin.last().header("x-forwarded-for"),
+        Some("198.51.100.1, 203.0.113.10, 127.0.0.1"),
+        "a trusted proxy's chain is extended"
+    );
+}

@@ -20,6 +20,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "redis",
     "rules",
     "shutdown_grace",
+    "trusted_proxies",
 ];
 
 /// Top-level keys of a rule file.

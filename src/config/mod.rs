@@ -36,6 +36,8 @@ pub struct Config {
     pub redis: Option<Redis>,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Peers whose forwarding headers are believed (load balancers, CDNs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Routes in match order (first match wins).
     pub routes: Vec<Route>,
     /// URLs fetched through the proxy at start, so the first customers hit a warm cache.

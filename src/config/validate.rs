@@ -248,6 +248,24 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         }
     };
 
+    let mut trusted_proxies = Vec::new();
+    if let Some(v) = section("trusted_proxies") {
+        let at = root.key("trusted_proxies");
+        let list: Vec<String> = doc.de(v, &at, errs).unwrap_or_default();
+        for (i, text) in list.iter().enumerate() {
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => errs.push(doc.at_value(
+                    &at.index(i),
+                    format!("`{text}` is not an address or CIDR block like 10.0.0.0/8"),
+                )),
+            }
+        }
+    }
+
     let patterns: Vec<String> = match section("rules") {
         None => vec![DEFAULT_RULES.to_string()],
         Some(v) => doc.de(v, &root.key("rules"), errs).unwrap_or_default(),
@@ -301,6 +319,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         cache,
         redis,
         shutdown_grace,
+        trusted_proxies,
         routes,
         warm,
         limits,

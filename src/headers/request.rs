@@ -192,6 +192,36 @@ pub fn check_target(req: &RequestHeader, is_h2: bool) -> Result<CheckedTarget, T
     }
 }
 
+/// The client's address: the peer's, unless the peer is a trusted proxy; then
+/// the right-most address in `X-Forwarded-For` that is not itself trusted
+/// (left of it, anything could be forged).
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .collect();
+    Some(
+        hops.iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -199,46 +229,96 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// What the storefront is told about the client.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarding<'a> {
-    pub client_ip: Option<IpAddr>,
+    /// The connection's peer.
+    pub peer: Option<IpAddr>,
+    /// The peer is a trusted proxy: its forwarding headers are extended, not replaced.
+    pub trusted_peer: bool,
     pub tls: bool,
     pub authority: Option<&'a str>,
     pub host_header_missing: bool,
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host`, replacing whatever the client sent:
-/// without a trusted-proxy list, a client's own claims are not passed on.
+/// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer, a client's own
+/// claims are replaced; a trusted proxy's chain is extended with its address
+/// and its `-Proto`/`-Host` are kept.
 pub fn set_forwarding(req: &mut RequestHeader, f: Forwarding<'_>) {
     // Other spellings of the same claims, which the storefront might read.
     req.remove_header("forwarded");
     req.remove_header("x-real-ip");
-    match f.client_ip {
-        Some(ip) => {
-            let _ = req.insert_header(X_FORWARDED_FOR.clone(), ip.to_string());
+    let incoming: Vec<String> = req
+        .headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let chain = match (f.peer, f.trusted_peer && !incoming.is_empty()) {
+        (Some(ip), true) => Some(format!("{}, {ip}", incoming.join(", "))),
+        (Some(ip), false) => Some(ip.to_string()),
+        (None, _) => None,
+    };
+    match chain {
+        Some(v) => {
+            let _ = req.insert_header(X_FORWARDED_FOR.clone(), v);
         }
         None => {
             req.remove_header(&X_FORWARDED_FOR);
         }
     }
-    let _ = req.insert_header(
-        X_FORWARDED_PROTO.clone(),
-        if f.tls { "https" } else { "http" },
-    );
+    let keep_proto = f.trusted_peer && req.headers.contains_key(&X_FORWARDED_PROTO);
+    if !keep_proto {
+        let _ = req.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            if f.tls { "https" } else { "http" },
+        );
+    }
+    let keep_host = f.trusted_peer && req.headers.contains_key(&X_FORWARDED_HOST);
     match f.authority {
         Some(a) => {
-            let _ = req.insert_header(X_FORWARDED_HOST.clone(), a);
+            if !keep_host {
+                let _ = req.insert_header(X_FORWARDED_HOST.clone(), a);
+            }
             if f.host_header_missing {
                 let _ = req.insert_header(HOST, a);
             }
         }
-        None => {
+        None if !keep_host => {
             req.remove_header(&X_FORWARDED_HOST);
         }
+        None => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_address_believes_only_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9".parse().unwrap(),
+        );
+        h.append("x-forwarded-for", "10.1.2.3".parse().unwrap());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), &h, &trusted),
+            ip("192.0.2.1"),
+            "untrusted peer"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &h, &trusted),
+            ip("203.0.113.9"),
+            "right-most untrusted hop"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &http::HeaderMap::new(), &trusted),
+            ip("10.0.0.5")
+        );
+    }
 
     fn req(uri: &str, hosts: &[&str], version: http::Version) -> RequestHeader {
         let mut r = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();

@@ -44,6 +44,8 @@ pub struct RequestCtx {
     pub server: Option<usize>,
     /// The client connected over TLS.
     pub tls: bool,
+    /// The client's address (through trusted proxies, the address they report).
+    pub client_ip: Option<std::net::IpAddr>,
     /// Why the cache was not used or the response not stored.
     pub cache_detail: Option<&'static str>,
     /// The response fetched for this request was stored.
@@ -75,6 +77,7 @@ impl RequestCtx {
             tried: Tried::default(),
             server: None,
             tls: false,
+            client_ip: None,
             cache_detail: None,
             cache_stored: false,
             revalidated_headers: None,

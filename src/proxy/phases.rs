@@ -56,7 +56,7 @@ impl Awning {
         let snapshot = ctx.snapshot.clone();
         let route = ctx.route.and_then(|i| snapshot.routes.get(i))?;
         let src = KeySource {
-            client_ip: client_ip(session),
+            client_ip: ctx.client_ip,
             route: &route.name,
             headers: &session.req_header().headers,
         };
@@ -252,7 +252,7 @@ fn with_path_and_query(path: &str, query: Option<&str>) -> Option<http::Uri> {
     http::Uri::builder().path_and_query(pq).build().ok()
 }
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -296,6 +296,11 @@ impl ProxyHttp for Awning {
         });
         ctx.target = target;
         ctx.tls = downstream_tls(session);
+        ctx.client_ip = request::client_ip(
+            peer_ip(session),
+            &session.req_header().headers,
+            &ctx.snapshot.config.trusted_proxies,
+        );
         match found {
             Some((index, route)) => {
                 // A range of a compressed body is not a range of the stored one.
@@ -505,10 +510,19 @@ impl ProxyHttp for Awning {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let peer = peer_ip(session);
+        let trusted_peer = peer.is_some_and(|p| {
+            ctx.snapshot
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(&p))
+        });
         request::set_forwarding(
             upstream_request,
             request::Forwarding {
-                client_ip: client_ip(session),
+                peer,
+                trusted_peer,
                 tls: downstream_tls(session),
                 authority: ctx.target.authority.as_deref(),
                 host_header_missing: ctx.target.host_header_missing,
