@@ -20,6 +20,7 @@ fn local_decision(c: &mut Criterion) {
         shadow: false,
         misses_only: false,
         headers_always: false,
+        lockout: None,
     };
     let headers = HeaderMap::new();
     let mut n: u32 = 0;

@@ -209,3 +209,47 @@ fn behind_a_trusted_proxy_the_forwarded_client_is_limited() {
         "a trusted proxy's chain is extended"
     );
 }
+
+#[test]
+fn lockout_escalates_and_expires() {
+    let origin = FakeOrigin::fixed("ok");
+    let rules = r#"
+limits:
+  guard: { rate: 20/s, burst: 1, lockout: { after: 3, for: 1s, max: 4s } }
+routes:
+  - name: login
+    match: { path: "/**" }
+    upstream: shop
+    limits: [guard]
+"#;
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(rules),
+    );
+    let retry = |r: &Response| r.header("retry-after").and_then(|v| v.parse::<u64>().ok());
+    // One admitted, three denied by the bucket: locked for 1 s.
+    assert_eq!(get(proxy.addr, "/login").status, 200);
+    let mut locked = None;
+    for _ in 0..4 {
+        let r = get(proxy.addr, "/login");
+        assert_eq!(r.status, 429);
+        locked = retry(&r);
+    }
+    assert_eq!(locked, Some(1), "first lockout lasts `for`");
+    let locked_at = Instant::now();
+    let reopened = eventually("the lockout to expire", Duration::from_secs(5), || {
+        (get(proxy.addr, "/login").status == 200).then(Instant::now)
+    });
+    assert!(
+        reopened - locked_at >= Duration::from_millis(800),
+        "reopened after {:?}",
+        reopened - locked_at
+    );
+    // Three more denials: the second lockout is twice as long.
+    let mut second = None;
+    for _ in 0..4 {
+        second = retry(&get(proxy.addr, "/login"));
+    }
+    assert_eq!(second, Some(2));
+}

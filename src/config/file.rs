@@ -147,6 +147,16 @@ pub struct FileLimit {
     pub count: FileLimitCount,
     #[serde(default)]
     pub headers: FileLimitHeaders,
+    pub lockout: Option<FileLockout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLockout {
+    pub after: i64,
+    #[serde(rename = "for")]
+    pub duration: HumanDuration,
+    pub max: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -72,6 +72,17 @@ pub struct LimitPolicy {
     pub misses_only: bool,
     /// RateLimit headers on every answer, not only on 429s.
     pub headers_always: bool,
+    /// Brute-force lockout.
+    pub lockout: Option<LockoutRule>,
+}
+
+/// After `after` denials within `base`, refuse the key for `base`, doubling
+/// on each repeat up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutRule {
+    pub after: u32,
+    pub base: Duration,
+    pub max: Duration,
 }
 
 /// A URL to warm: `http(s)://host[:port]/path?query`.

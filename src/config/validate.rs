@@ -18,7 +18,7 @@ use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, Listen, Metrics, PathMatch,
     QueryParam, Redis, Route,
 };
-use super::{LimitKey, LimitPolicy, RouteCache, WarmUrl};
+use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
 use super::{TlsListener, Upstream};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -900,10 +900,34 @@ fn check_limits(
         if key.is_empty() {
             key.push(LimitKey::ClientIp);
         }
+        let lockout = file.lockout.as_ref().and_then(|l| {
+            let lat = pat.key("lockout");
+            if !(1..=1_000_000).contains(&l.after) {
+                errs.push(doc.at_value(
+                    &lat.key("after"),
+                    format!("after {}: use 1 to 1000000", l.after),
+                ));
+                return None;
+            }
+            let max = l.max.map_or(l.duration.0, |m| m.0);
+            if l.duration.0.is_zero() || max < l.duration.0 {
+                errs.push(doc.at(
+                    &lat,
+                    "lockout `for` must be above zero and `max` at least `for`",
+                ));
+                return None;
+            }
+            Some(LockoutRule {
+                after: l.after as u32,
+                base: l.duration.0,
+                max,
+            })
+        });
         if errs.len() > before {
             continue;
         }
         out.push(LimitPolicy {
+            lockout,
             name,
             limit,
             window,

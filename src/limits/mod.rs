@@ -3,6 +3,7 @@
 //! `RateLimit-Policy` / `Retry-After` fields clients are told.
 
 pub mod gcra;
+pub mod lockout;
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
@@ -19,6 +20,7 @@ pub const DEFAULT_TABLE_SIZE: usize = 1_000_000;
 /// The local (in-process) tier.
 pub struct Limiter {
     table: Table,
+    lockouts: lockout::Lockouts,
     epoch: Instant,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -50,6 +52,7 @@ impl Limiter {
     pub fn new(table_size: usize) -> Self {
         Self {
             table: Table::new(table_size),
+            lockouts: lockout::Lockouts::new(table_size / 4),
             epoch: Instant::now(),
             hasher: Default::default(),
         }
@@ -86,14 +89,36 @@ impl Limiter {
         h.finish()
     }
 
-    /// Takes one request from `policy`'s bucket for `key`.
+    /// Takes one request from `policy`'s bucket for `key`. A key locked out
+    /// is refused without touching its bucket; a denial may start a lockout.
     pub fn check(&self, policy: &LimitPolicy, key: u64) -> Decision {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        if policy.lockout.is_some() {
+            if let Some(left) = self.lockouts.locked(key, now) {
+                return Decision {
+                    allowed: false,
+                    remaining: 0,
+                    retry_after: left,
+                    reset_after: left,
+                };
+            }
+        }
         let quota = Quota {
             interval: policy.window / policy.limit.max(1),
             burst: policy.burst,
         };
-        self.table
-            .check(key, quota, self.epoch.elapsed().as_nanos() as u64)
+        let d = self.table.check(key, quota, now);
+        match policy.lockout {
+            Some(rule) if !d.allowed => match self.lockouts.deny(key, rule, now) {
+                Some(length) => Decision {
+                    retry_after: length,
+                    reset_after: length,
+                    ..d
+                },
+                None => d,
+            },
+            _ => d,
+        }
     }
 }
 
@@ -139,6 +164,7 @@ mod tests {
             shadow: false,
             misses_only: false,
             headers_always: false,
+            lockout: None,
         }
     }
 
