@@ -253,3 +253,25 @@ routes:
     }
     assert_eq!(second, Some(2));
 }
+
+#[test]
+fn warming_does_not_spend_the_origin_budget() {
+    let origin = FakeOrigin::fixed("page");
+    let rules = format!("{RULES}\nwarm:\n  - http://shop.test/cached/warm\n");
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(&rules),
+    );
+    eventually("the warm request", Duration::from_secs(10), || {
+        (origin.count("/cached/warm") == 1).then_some(())
+    });
+    assert_eq!(
+        origin.last().header("x-awning-warm"),
+        None,
+        "the warm marker stays inside awning"
+    );
+    // The one-per-minute origin budget is still whole for the first customer miss.
+    assert_eq!(get(proxy.addr, "/cached/other").status, 200);
+    assert_eq!(get(proxy.addr, "/cached/warm").status, 200, "a hit");
+}

@@ -13,6 +13,35 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::{Config, WarmUrl};
 
+/// Marks awning's own warm requests (with a per-process secret) so that rate
+/// limits do not spend the origin's budget on them; removed before the origin.
+pub const WARM_HEADER: &str = "x-awning-warm";
+
+fn warm_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let a = h.finish();
+        let b = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("{a:016x}{b:016x}")
+    })
+}
+
+/// Whether a request is one of this process's warm requests.
+pub fn is_warm_request(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get(WARM_HEADER)
+        .is_some_and(|v| v.as_bytes() == warm_token().as_bytes())
+}
+
 /// How long warming waits for the listeners to come up.
 const LISTENER_WAIT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,8 +126,10 @@ fn fetch(url: &WarmUrl, addr: SocketAddr) -> Result<u16, String> {
     tcp.set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: awning-warm\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
-        url.path_and_query, url.authority
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: awning-warm\r\nAccept-Encoding: gzip\r\n{WARM_HEADER}: {}\r\nConnection: close\r\n\r\n",
+        url.path_and_query,
+        url.authority,
+        warm_token()
     );
     let mut answer = Vec::new();
     if url.tls {

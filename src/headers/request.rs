@@ -200,26 +200,43 @@ pub fn client_ip(
     headers: &http::HeaderMap,
     trusted: &[ipnet::IpNet],
 ) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(str::trim)
         .collect();
-    Some(
-        hops.iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer),
-    )
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        // An entry that is not an address ends the walk: what stands left of
+        // it cannot be attributed to a trusted hop.
+        let Some(ip) = parse_hop(hop) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// An `X-Forwarded-For` entry: `a.b.c.d`, `a.b.c.d:port`, `v6`, `[v6]` or `[v6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(sa) = hop.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_canonical());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
 }
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -318,6 +335,36 @@ mod tests {
             client_ip(ip("10.0.0.5"), &http::HeaderMap::new(), &trusted),
             ip("10.0.0.5")
         );
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.5"), &h, &trusted),
+            ip("203.0.113.9"),
+            "dual-stack peer"
+        );
+        let mut odd = http::HeaderMap::new();
+        odd.insert(
+            "x-forwarded-for",
+            "6.6.6.6, unknown, 10.0.0.9".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &odd, &trusted),
+            ip("10.0.0.9"),
+            "stops at garbage"
+        );
+        let mut ports = http::HeaderMap::new();
+        ports.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 198.51.100.5:40000".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.5"), &ports, &trusted),
+            ip("198.51.100.5")
+        );
+        let mut v6 = http::HeaderMap::new();
+        v6.insert(
+            "x-forwarded-for",
+            "6.6.6.6, [2001:db8::1]:443".parse().unwrap(),
+        );
+        assert_eq!(client_ip(ip("10.0.0.5"), &v6, &trusted), ip("2001:db8::1"));
     }
 
     fn req(uri: &str, hosts: &[&str], version: http::Version) -> RequestHeader {

@@ -17,6 +17,8 @@ struct State {
     window_start: u64,
     locked_until: u64,
     strikes: u32,
+    /// Until when the strikes are kept for escalation.
+    remember_until: u64,
 }
 
 /// Lockout states, bounded like the rate table.
@@ -46,16 +48,20 @@ impl Lockouts {
         let max = rule.max.as_nanos() as u64;
         let mut shard = self.shards[(key as usize) % SHARDS].lock();
         if !shard.contains_key(&key) && shard.len() >= self.per_shard {
-            // Forget keys neither locked nor counting, then the oldest windows.
+            // Forget keys that are neither locked, nor remembered for escalation,
+            // nor counting denials; then the one whose lock ends first, so a
+            // flood of new keys cannot lift a running lockout early.
             shard.retain(|_, s| {
-                s.locked_until > now_ns || now_ns.saturating_sub(s.window_start) < base
+                s.locked_until > now_ns
+                    || s.remember_until > now_ns
+                    || now_ns.saturating_sub(s.window_start) < base
             });
             if shard.len() >= self.per_shard {
-                let oldest = shard
+                let first = shard
                     .iter()
-                    .min_by_key(|(_, s)| s.window_start)
+                    .min_by_key(|(_, s)| (s.locked_until, s.remember_until))
                     .map(|(k, _)| *k);
-                if let Some(k) = oldest {
+                if let Some(k) = first {
                     shard.remove(&k);
                 }
             }
@@ -81,6 +87,7 @@ impl Lockouts {
         s.denials = 0;
         s.window_start = now_ns;
         s.locked_until = now_ns.saturating_add(length);
+        s.remember_until = s.locked_until.saturating_add(max);
         Some(Duration::from_nanos(length))
     }
 }
@@ -114,6 +121,23 @@ mod tests {
             assert_eq!(l.locked(1, now), None, "expired");
         }
         assert_eq!(locks, vec![10, 20, 35, 35]);
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_does_not_lift_a_lockout() {
+        let l = Lockouts::new(16 * SHARDS);
+        let now = SEC;
+        for _ in 0..3 {
+            l.deny(42, rule(), now);
+        }
+        assert!(l.locked(42, now).is_some());
+        for k in 1000..200_000u64 {
+            l.deny(k, rule(), now + 1);
+        }
+        assert!(
+            l.locked(42, now + 2).is_some(),
+            "lockout lifted by eviction"
+        );
     }
 
     #[test]

@@ -127,15 +127,14 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// `RateLimit-Policy` and `RateLimit` values (draft-ietf-httpapi-ratelimit-headers):
-/// `"auth";q=5;w=60` and `"auth";r=0;t=12`.
+/// `"auth";q=5;w=60` and `"auth";r=0;t=12`. The quota advertised is the bucket:
+/// `burst` requests per the time it takes to earn `burst` back, so `r` never
+/// exceeds `q`.
 pub fn header_values(policy: &LimitPolicy, d: &Decision) -> (String, String) {
+    let interval = policy.window / policy.limit.max(1);
+    let window = ceil_secs(interval.saturating_mul(policy.burst)).max(1);
     (
-        format!(
-            "\"{}\";q={};w={}",
-            policy.name,
-            policy.limit,
-            policy.window.as_secs()
-        ),
+        format!("\"{}\";q={};w={}", policy.name, policy.burst, window),
         format!(
             "\"{}\";r={};t={}",
             policy.name,

@@ -57,8 +57,9 @@ pub struct RequestCtx {
     pub brotli_wanted: bool,
     /// The brotli encoder of this response's body.
     pub brotli: Option<crate::compression::BrotliStream>,
-    /// `RateLimit-Policy` and `RateLimit` values to send with the answer.
-    pub limit_headers: Option<(String, String)>,
+    /// `RateLimit-Policy` and `RateLimit` values to send with the answer, and
+    /// the requests they say are left.
+    pub limit_headers: Option<(String, String, u32)>,
     _inflight: InflightGuard,
 }
 

@@ -50,7 +50,7 @@ impl Awning {
         ctx: &mut RequestCtx,
         misses: bool,
     ) -> Option<(usize, Decision)> {
-        if session.is_subrequest() {
+        if session.is_subrequest() || cache::warm::is_warm_request(session.req_header()) {
             return None;
         }
         let snapshot = ctx.snapshot.clone();
@@ -60,27 +60,31 @@ impl Awning {
             route: &route.name,
             headers: &session.req_header().headers,
         };
-        let mut denied = None;
-        let mut fewest_left = u32::MAX;
         for &i in &route.limits {
             let policy = &snapshot.config.limits[i];
             if policy.misses_only != misses {
                 continue;
             }
             let d = self.limiter.check(policy, self.limiter.key(policy, src));
-            if (policy.headers_always || !d.allowed) && d.remaining <= fewest_left {
-                fewest_left = d.remaining;
-                ctx.limit_headers = Some(limits::header_values(policy, &d));
+            // The strictest policy speaks, across both checks of a request.
+            let stricter = ctx
+                .limit_headers
+                .as_ref()
+                .is_none_or(|(_, _, left)| d.remaining <= *left);
+            if (policy.headers_always || !d.allowed) && stricter {
+                let (policy_value, limit_value) = limits::header_values(policy, &d);
+                ctx.limit_headers = Some((policy_value, limit_value, d.remaining));
             }
             if !d.allowed {
                 if policy.shadow {
                     log::info!("rate limit {} would deny (shadow mode)", policy.name);
-                } else if denied.is_none() {
-                    denied = Some((i, d));
+                } else {
+                    // Later policies are not charged for a request refused anyway.
+                    return Some((i, d));
                 }
             }
         }
-        denied
+        None
     }
 
     /// Answers 429 with `Retry-After` and the `RateLimit` fields.
@@ -252,11 +256,13 @@ fn with_path_and_query(path: &str, query: Option<&str>) -> Option<http::Uri> {
     http::Uri::builder().path_and_query(pq).build().ok()
 }
 
+/// The connection's peer; an IPv4 client of a dual-stack listener
+/// (`::ffff:a.b.c.d`) is its IPv4 address.
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+        .map(|a| a.ip().to_canonical())
 }
 
 fn downstream_tls(session: &Session) -> bool {
@@ -531,6 +537,7 @@ impl ProxyHttp for Awning {
         if session.cache.enabled() {
             cache::prepare_upstream_request(session.req_header(), upstream_request);
         }
+        upstream_request.remove_header(cache::warm::WARM_HEADER);
         Ok(())
     }
 
@@ -578,7 +585,7 @@ impl ProxyHttp for Awning {
         if ctx.brotli_wanted {
             ctx.brotli = compression::start_brotli(upstream_response);
         }
-        if let Some((policy, limit)) = &ctx.limit_headers {
+        if let Some((policy, limit, _)) = &ctx.limit_headers {
             let _ = upstream_response.insert_header(RATELIMIT_POLICY.clone(), policy.as_str());
             let _ = upstream_response.insert_header(RATELIMIT.clone(), limit.as_str());
         }
