@@ -55,19 +55,27 @@ fn tls_get(pki: &TestPki, addr: std::net::SocketAddr, path: &str) -> Response {
     common::client::read_response(&mut BufReader::new(tls), false, true)
 }
 
-#[test]
-fn tls_listener_serves_and_tells_the_origin_the_client_used_https() {
-    let pki = pki();
-    let origin = FakeOrigin::fixed("secure");
-    let proxy = ProxyUnderTest::start(
+const ALL_ROUTE: &str =
+    "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n";
+
+/// awning with a TLS listener using the test certificate.
+fn tls_proxy(pki: &TestPki, origin: &FakeOrigin, rules: &str) -> ProxyUnderTest {
+    ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules("routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n")
+            .rules(rules)
             .tls(
                 &pki.dir.path().join("tls.crt"),
                 &pki.dir.path().join("tls.key"),
             ),
-    );
+    )
+}
+
+#[test]
+fn tls_listener_serves_and_tells_the_origin_the_client_used_https() {
+    let pki = pki();
+    let origin = FakeOrigin::fixed("secure");
+    let proxy = tls_proxy(&pki, &origin, ALL_ROUTE);
     let tls_addr = proxy.tls_addr.unwrap();
     let resp = tls_get(&pki, tls_addr, "/checkout");
     assert_eq!((resp.status, resp.text().as_str()), (200, "secure"));
@@ -82,15 +90,7 @@ fn tls_listener_serves_and_tells_the_origin_the_client_used_https() {
 fn tls_listener_offers_h2_by_alpn() {
     let pki = pki();
     let origin = FakeOrigin::fixed("x");
-    let proxy = ProxyUnderTest::start(
-        Setup::new()
-            .upstream("shop", &[origin.addr()], "")
-            .rules("routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n")
-            .tls(
-                &pki.dir.path().join("tls.crt"),
-                &pki.dir.path().join("tls.key"),
-            ),
-    );
+    let proxy = tls_proxy(&pki, &origin, ALL_ROUTE);
     let mut config = client_config(&pki);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut conn =
@@ -135,13 +135,10 @@ fn unreadable_certificate_is_a_config_error() {
 fn https_warm_urls_go_through_the_tls_listener() {
     let pki = pki();
     let origin = FakeOrigin::fixed("warm page");
-    let proxy = ProxyUnderTest::start(
-        Setup::new()
-            .upstream("shop", &[origin.addr()], "")
-            .rules(
-                "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n    cache: { mode: override, ttl: 10m }\nwarm:\n  - https://shop.test/landing\n",
-            )
-            .tls(&pki.dir.path().join("tls.crt"), &pki.dir.path().join("tls.key")),
+    let proxy = tls_proxy(
+        &pki,
+        &origin,
+        "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n    cache: { mode: override, ttl: 10m }\nwarm:\n  - https://shop.test/landing\n",
     );
     eventually(
         "the warm request",

@@ -104,22 +104,7 @@ impl Awning {
             limits::header_values(&ctx.snapshot.config.limits[policy], &d);
         let _ = header.insert_header(RATELIMIT_POLICY.clone(), policy_value);
         let _ = header.insert_header(RATELIMIT.clone(), limit_value);
-        let has_body = session
-            .req_header()
-            .headers
-            .contains_key(http::header::CONTENT_LENGTH)
-            || session
-                .req_header()
-                .headers
-                .contains_key(http::header::TRANSFER_ENCODING);
-        if has_body {
-            session.set_keepalive(None);
-        }
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(true)
+        respond_with(session, header, body, false).await
     }
 }
 
@@ -194,15 +179,23 @@ impl Awning {
 /// the request was malformed or may carry an unread body.
 async fn respond(session: &mut Session, status: u16, close: bool) -> Result<bool> {
     let (header, body) = response::error_page(status);
-    let has_body = session
-        .req_header()
+    respond_with(session, header, body, close).await
+}
+
+/// Writes a complete answer of awning's own; the connection is closed when
+/// asked, or when the request may carry a body nobody read.
+async fn respond_with(
+    session: &mut Session,
+    header: ResponseHeader,
+    body: bytes::Bytes,
+    close: bool,
+) -> Result<bool> {
+    let req = session.req_header();
+    let has_body = req
         .headers
         .get(http::header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() != b"0")
-        || session
-            .req_header()
-            .headers
-            .contains_key(http::header::TRANSFER_ENCODING);
+        || req.headers.contains_key(http::header::TRANSFER_ENCODING);
     if close || has_body {
         session.set_keepalive(None);
     }
