@@ -22,9 +22,9 @@ pub enum Coding {
 
 /// brotli when the client takes it (smaller), else gzip, else none.
 pub fn choose(accept_encoding: Option<&[u8]>) -> Coding {
-    if crate::cache::key::accepts_coding(accept_encoding, "br") {
+    if crate::headers::values::accepts_coding(accept_encoding, "br") {
         Coding::Brotli
-    } else if crate::cache::key::accepts_coding(accept_encoding, "gzip") {
+    } else if crate::headers::values::accepts_coding(accept_encoding, "gzip") {
         Coding::Gzip
     } else {
         Coding::Identity

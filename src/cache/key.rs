@@ -9,6 +9,7 @@ use pingora::cache::key::HashBinary;
 use pingora::cache::VarianceBuilder;
 
 use crate::config::{CacheKeyRules, QueryParam};
+use crate::headers::values::{accepts_coding, all_values, cookie_value};
 
 /// What identifies a resource.
 #[derive(Clone, Copy, Debug)]
@@ -76,23 +77,6 @@ pub fn primary(url: UrlParts<'_>, rules: &CacheKeyRules) -> String {
     key
 }
 
-/// Whether an `Accept-Encoding` value accepts `coding` (named, with q > 0).
-pub fn accepts_coding(value: Option<&[u8]>, coding: &str) -> bool {
-    let Some(v) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
-        return false;
-    };
-    v.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let q_zero = parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
-        });
-        name.eq_ignore_ascii_case(coding) && !q_zero
-    })
-}
-
 /// `Accept-Encoding` reduced to what a variant can differ by.
 pub fn accept_encoding_bucket(value: Option<&[u8]>) -> &'static str {
     if accepts_coding(value, "br") {
@@ -136,35 +120,6 @@ pub fn variance(rules: &CacheKeyRules, vary: &[String], req: &HeaderMap) -> Opti
     b.finalize()
 }
 
-/// Every value of header `name`, in order, joined: a header split over
-/// several lines (h2 splits `Cookie`) must not vary on its first line only.
-pub fn all_values(req: &HeaderMap, name: &str) -> Vec<u8> {
-    let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
-        b"; "
-    } else {
-        b", "
-    };
-    let mut out = Vec::new();
-    for (i, v) in req.get_all(name).iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(sep);
-        }
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
-/// How many times cookie `name` appears in the request.
-pub fn cookie_count(req: &HeaderMap, name: &str) -> usize {
-    req.get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .count()
-}
-
 /// The header names a response's `Vary` lists, lower-case, sorted, deduplicated.
 /// `*` is returned as is (such responses are never stored).
 pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
@@ -181,20 +136,10 @@ pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
     names
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie_value<'a>(req: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    req.get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::values::cookie_count;
 
     fn rules(sort: bool, drop: &[&str], only: Option<&[&str]>) -> CacheKeyRules {
         let p = |s: &&str| match s.strip_suffix('*') {

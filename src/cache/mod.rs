@@ -18,6 +18,7 @@ use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{CacheMeta, CacheOptionOverrides};
 
 use crate::config::Cache as CacheConfig;
+use crate::headers::values;
 pub use store::MemoryStore;
 
 /// How long a request filling the cache may hold the key's lock before the
@@ -91,7 +92,7 @@ pub fn admit_request(
     if policy
         .bypass_cookies
         .iter()
-        .any(|c| key::cookie_value(&req.headers, c).is_some())
+        .any(|c| values::cookie_value(&req.headers, c).is_some())
     {
         return Err("bypass-cookie");
     }
@@ -101,7 +102,7 @@ pub fn admit_request(
         .key
         .cookies
         .iter()
-        .any(|c| key::cookie_count(&req.headers, c) > 1)
+        .any(|c| values::cookie_count(&req.headers, c) > 1)
     {
         return Err("ambiguous-key-cookie");
     }
@@ -150,7 +151,7 @@ pub fn prepare_upstream_request(
     // Every line counts, as for the variance; "identity" rather than no header,
     // which would allow any coding (RFC 9110 §12.5.3).
     let present = client.headers.contains_key(http::header::ACCEPT_ENCODING);
-    let all = key::all_values(&client.headers, "accept-encoding");
+    let all = values::all_values(&client.headers, "accept-encoding");
     let bucket = key::accept_encoding_bucket(present.then_some(&all[..]));
     let _ = upstream.insert_header(http::header::ACCEPT_ENCODING, bucket);
     let only_ours = upstream

@@ -126,7 +126,7 @@ fn etag(body: &[u8]) -> String {
 }
 
 fn cookie<'a>(session: &'a ServerSession, name: &str) -> Option<&'a str> {
-    crate::cache::key::cookie_value(&session.req_header().headers, name)
+    crate::headers::values::cookie_value(&session.req_header().headers, name)
 }
 
 fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {

@@ -79,7 +79,7 @@ impl Limiter {
                     None => ("ip", ip).hash(&mut h),
                 },
                 LimitKey::Cookie(name) => {
-                    match crate::cache::key::cookie_value(src.headers, name) {
+                    match crate::headers::values::cookie_value(src.headers, name) {
                         Some(v) => ("cookie", v).hash(&mut h),
                         None => ("ip", ip).hash(&mut h),
                     }
