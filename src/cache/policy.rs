@@ -33,13 +33,11 @@ pub struct RequestFacts {
     pub authorization: bool,
 }
 
-/// The directives a shared cache follows: `CDN-Cache-Control`, else
-/// `Surrogate-Control`, else `Cache-Control` (RFC 9213: origin-targeted
-/// fields win).
-fn targeted(resp: &ResponseHeader) -> Option<CacheControl> {
+/// The field aimed at caches like awning: `CDN-Cache-Control`, else
+/// `Surrogate-Control`. When present it wins over `Cache-Control` (RFC 9213).
+fn cdn_targeted(resp: &ResponseHeader) -> Option<CacheControl> {
     CacheControl::from_resp_headers_named("cdn-cache-control", resp)
         .or_else(|| CacheControl::from_resp_headers_named("surrogate-control", resp))
-        .or_else(|| CacheControl::from_resp_headers(resp))
 }
 
 fn header_time(resp: &ResponseHeader, name: header::HeaderName) -> Option<Result<SystemTime, ()>> {
@@ -124,14 +122,17 @@ pub fn decide(
     if vary_star(resp) {
         return Decision::Skip("vary-star");
     }
-    let cc = targeted(resp);
+    let general = CacheControl::from_resp_headers(resp);
+    let for_cdn = cdn_targeted(resp);
+    let cc = for_cdn.as_ref().or(general.as_ref());
     // `private` anywhere (also in Cache-Control when a CDN field is present)
     // marks a customer's own response.
-    let private_anywhere = CacheControl::from_resp_headers(resp).is_some_and(|c| c.private())
-        || cc.as_ref().is_some_and(|c| c.private());
+    let private_anywhere = [&general, &for_cdn]
+        .iter()
+        .any(|c| c.as_ref().is_some_and(|c| c.private()));
     let set_cookie = resp.headers.contains_key(header::SET_COOKIE);
     if !policy.store_private {
-        if cc.as_ref().is_some_and(|c| c.no_store()) {
+        if cc.is_some_and(|c| c.no_store()) {
             return Decision::Skip("no-store");
         }
         if private_anywhere {
@@ -142,7 +143,7 @@ pub fn decide(
         }
     }
     if req.authorization {
-        let allowed = cc.as_ref().is_some_and(|c| {
+        let allowed = cc.is_some_and(|c| {
             c.public() || c.must_revalidate() || matches!(c.s_maxage(), Ok(Some(_)))
         });
         if !allowed {
@@ -161,17 +162,17 @@ pub fn decide(
             (ttl, policy.stale_while_revalidate, policy.stale_if_error)
         }
         CacheMode::Origin => {
-            let Some(lifetime) = origin_lifetime(cc.as_ref(), resp, now) else {
+            let Some(lifetime) = origin_lifetime(cc, resp, now) else {
                 return Decision::Skip("no-freshness");
             };
-            let no_cache = cc.as_ref().is_some_and(|c| c.no_cache());
+            let no_cache = cc.is_some_and(|c| c.no_cache());
             let fresh = if no_cache {
                 Duration::ZERO
             } else {
                 lifetime.saturating_sub(upstream_age(resp))
             };
             // must-revalidate, proxy-revalidate and s-maxage forbid serving stale.
-            let strict = cc.as_ref().is_some_and(|c| {
+            let strict = cc.is_some_and(|c| {
                 c.must_revalidate() || c.proxy_revalidate() || matches!(c.s_maxage(), Ok(Some(_)))
             });
             if strict || no_cache {
@@ -181,7 +182,7 @@ pub fn decide(
                 let swr = cc
                     .as_ref()
                     .and_then(|c| directive(c.stale_while_revalidate()));
-                let sie = cc.as_ref().and_then(|c| directive(c.stale_if_error()));
+                let sie = cc.and_then(|c| directive(c.stale_if_error()));
                 (
                     fresh,
                     swr.unwrap_or(policy.stale_while_revalidate),
