@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, RunOptions, EXIT_CONFIG};
 use crate::config::{self, Config};
@@ -31,41 +31,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `-c` option of the commands that read a node's configuration.
+#[derive(Debug, Args)]
+pub struct ConfigPath {
+    /// proxy.yaml to load (rule files are found relative to it).
+    #[arg(
+        short = 'c',
+        long = "config",
+        default_value = "proxy.yaml",
+        env = "AWNING_CONFIG"
+    )]
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy.
     Run {
-        /// proxy.yaml to load (rule files are found relative to it).
-        #[arg(
-            short = 'c',
-            long = "config",
-            default_value = "proxy.yaml",
-            env = "AWNING_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Take over the listeners of a running awning (binary upgrade; send it SIGQUIT).
         #[arg(long)]
         upgrade: bool,
     },
     /// Check the configuration and exit: 0 and a summary, or 2 and every error.
     Check {
-        #[arg(
-            short = 'c',
-            long = "config",
-            default_value = "proxy.yaml",
-            env = "AWNING_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Purge cached responses through the admin API of a running awning.
     Purge {
-        #[arg(
-            short = 'c',
-            long = "config",
-            default_value = "proxy.yaml",
-            env = "AWNING_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// A URL to purge, every variant (repeatable); without a scheme, both http and https.
         #[arg(long = "url", value_name = "URL")]
         urls: Vec<String>,
@@ -123,14 +120,14 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => match load_or_report(&config) {
+        Command::Check { config } => match load_or_report(&config.path) {
             Ok(c) => {
                 println!("{}", c.summary());
                 0
             }
             Err(code) => code,
         },
-        Command::Run { config, upgrade } => match load_or_report(&config) {
+        Command::Run { config, upgrade } => match load_or_report(&config.path) {
             Ok(c) => {
                 tracing::info!("{}", c.summary());
                 app::run(c, RunOptions { upgrade }, |_| {})
@@ -155,7 +152,7 @@ pub fn main() -> i32 {
                 tags,
                 soft,
             };
-            match load_or_report(&config) {
+            match load_or_report(&config.path) {
                 Ok(c) => crate::admin::client::purge(&c, &request),
                 Err(code) => code,
             }

@@ -1,24 +1,11 @@
 //! `awning purge`: the command-line client of the admin API.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::cache::purge::PurgeRequest;
 use crate::config::Config;
-
-/// The address to reach a listener on (a wildcard bind is reached on loopback).
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(if a.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    a
-}
 
 /// Sends `request` to the admin API named by `config`; prints the answer.
 /// Returns the exit code: 0 on success, 1 otherwise.
@@ -42,7 +29,7 @@ pub fn purge(config: &Config, request: &PurgeRequest) -> i32 {
         }
     };
     let body = serde_json::to_vec(request).expect("serialisable");
-    let addr = reachable(config.admin.listen);
+    let addr = crate::config::reachable(config.admin.listen);
     let result = (|| -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;

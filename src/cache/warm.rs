@@ -11,7 +11,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{Config, WarmUrl};
+use crate::config::{reachable, Config, WarmUrl};
 
 /// Marks awning's own warm requests (with a per-process secret) so that rate
 /// limits do not spend the origin's budget on them; removed before the origin.
@@ -45,18 +45,6 @@ pub fn is_warm_request(req: &pingora::http::RequestHeader) -> bool {
 /// How long warming waits for the listeners to come up.
 const LISTENER_WAIT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A listener address reachable from this host.
-fn reachable(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    addr
-}
 
 /// Starts warming in the background when the config lists URLs.
 pub fn spawn(config: &Config) {

@@ -275,6 +275,19 @@ impl Config {
     }
 }
 
+/// Where to connect to reach a listener from this host: a wildcard bind
+/// (`0.0.0.0`, `[::]`) is reached on loopback.
+pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
