@@ -10,7 +10,7 @@ fn healthz_and_readyz_report_the_running_config() {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules("routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n"),
+            .rules(ALL_TO_SHOP),
     );
     let health = get(proxy.admin, "/healthz");
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));

@@ -7,13 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const ROUTES: &str = r#"
-routes:
-  - name: all
-    match: { path: "/**" }
-    upstream: shop
-"#;
-
 #[test]
 fn sigterm_lets_a_slow_in_flight_request_finish_then_exits() {
     let origin = FakeOrigin::start(|r| {
@@ -26,7 +19,7 @@ fn sigterm_lets_a_slow_in_flight_request_finish_then_exits() {
     let mut proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     let addr = proxy.addr;
     let in_flight = thread::spawn(move || get(addr, "/slow"));
@@ -54,7 +47,7 @@ fn sigterm_with_nothing_in_flight_exits_well_before_the_grace_period() {
     let mut proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     assert_eq!(get(proxy.addr, "/").status, 200);
     let asked = Instant::now();
@@ -71,7 +64,7 @@ fn sighup_does_not_kill_the_process() {
     let mut proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     for _ in 0..3 {
         proxy.signal(libc::SIGHUP);
@@ -93,7 +86,7 @@ fn sigint_exits_at_once() {
     let mut proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     proxy.signal(libc::SIGINT);
     proxy.wait_exit(Duration::from_secs(3));

@@ -6,18 +6,11 @@ use std::time::Duration;
 
 use common::*;
 
-const SIMPLE_ROUTES: &str = r#"
-routes:
-  - name: all
-    match: { path: "/**" }
-    upstream: shop
-"#;
-
 fn single(origin: &FakeOrigin, settings: &str) -> ProxyUnderTest {
     ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], settings)
-            .rules(SIMPLE_ROUTES),
+            .rules(ALL_TO_SHOP),
     )
 }
 
@@ -107,7 +100,7 @@ fn refused_upstream_is_502_without_internals() {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[closed], "")
-            .rules(SIMPLE_ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     let resp = get(proxy.addr, "/");
     assert_eq!(resp.status, 502);
@@ -203,7 +196,7 @@ fn post_is_not_retried_when_the_upstream_drops_the_connection() {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[first.addr(), second.addr()], "")
-            .rules(SIMPLE_ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     let resp = Request::post("/api/orders", b"{\"sku\": 1}").send(proxy.addr);
     assert_eq!(resp.status, 502);
@@ -222,7 +215,7 @@ fn round_robin_skips_a_server_that_refuses() {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[dead, a.addr(), b.addr()], "fail_timeout: 30s")
-            .rules(SIMPLE_ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     for i in 0..9 {
         let resp = Request::post("/", format!("{i}").as_bytes()).send(proxy.addr);

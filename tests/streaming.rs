@@ -13,13 +13,6 @@ const MIB: u64 = 1024 * 1024;
 const BODY: u64 = 100 * MIB;
 const MAX_GROWTH: u64 = 32 * MIB;
 
-const ROUTES: &str = r#"
-routes:
-  - name: all
-    match: { path: "/**" }
-    upstream: shop
-"#;
-
 /// Samples the proxy's RSS until stopped; returns the peak.
 struct RssWatch {
     stop: Arc<AtomicBool>,
@@ -55,7 +48,7 @@ fn warmed_proxy(origin: &FakeOrigin) -> ProxyUnderTest {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ROUTES),
+            .rules(ALL_TO_SHOP),
     );
     // Warm up buffers and pools so the baseline is the steady state.
     for _ in 0..3 {

@@ -55,9 +55,6 @@ fn tls_get(pki: &TestPki, addr: std::net::SocketAddr, path: &str) -> Response {
     common::client::read_response(&mut BufReader::new(tls), false, true)
 }
 
-const ALL_ROUTE: &str =
-    "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n";
-
 /// awning with a TLS listener using the test certificate.
 fn tls_proxy(pki: &TestPki, origin: &FakeOrigin, rules: &str) -> ProxyUnderTest {
     ProxyUnderTest::start(
@@ -75,7 +72,7 @@ fn tls_proxy(pki: &TestPki, origin: &FakeOrigin, rules: &str) -> ProxyUnderTest 
 fn tls_listener_serves_and_tells_the_origin_the_client_used_https() {
     let pki = pki();
     let origin = FakeOrigin::fixed("secure");
-    let proxy = tls_proxy(&pki, &origin, ALL_ROUTE);
+    let proxy = tls_proxy(&pki, &origin, ALL_TO_SHOP);
     let tls_addr = proxy.tls_addr.unwrap();
     let resp = tls_get(&pki, tls_addr, "/checkout");
     assert_eq!((resp.status, resp.text().as_str()), (200, "secure"));
@@ -90,7 +87,7 @@ fn tls_listener_serves_and_tells_the_origin_the_client_used_https() {
 fn tls_listener_offers_h2_by_alpn() {
     let pki = pki();
     let origin = FakeOrigin::fixed("x");
-    let proxy = tls_proxy(&pki, &origin, ALL_ROUTE);
+    let proxy = tls_proxy(&pki, &origin, ALL_TO_SHOP);
     let mut config = client_config(&pki);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut conn =

@@ -7,7 +7,7 @@ use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
 use pingora::cache::CacheEntryKeyRef;
 
 use super::key::{self, UrlParts};
-use super::CacheEngine;
+use super::{store, CacheEngine};
 use crate::routes::{RouteTable, Target};
 
 /// What to purge.
@@ -177,8 +177,6 @@ impl CacheEngine {
         self.purge_primaries(false, std::slice::from_ref(primary))
     }
 }
-
-use super::store;
 
 #[cfg(test)]
 mod tests {

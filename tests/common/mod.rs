@@ -9,3 +9,7 @@ pub mod proxy;
 pub use client::{get, send_raw, Request, Response};
 pub use origin::{FakeOrigin, Received, Reply};
 pub use proxy::{eventually, free_port, ProxyUnderTest, Setup};
+
+/// Rules sending every request to the upstream `shop`, uncached.
+pub const ALL_TO_SHOP: &str =
+    "routes:\n  - name: all\n    match: { path: \"/**\" }\n    upstream: shop\n";
