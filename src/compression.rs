@@ -31,6 +31,27 @@ pub fn choose(accept_encoding: Option<&[u8]>) -> Coding {
     }
 }
 
+/// The coding for the answer to `req` on a compressing route. A range of a
+/// compressed body is not a range of the stored one, so ranges stay plain;
+/// brotli needs a body and chunked framing, so not for HEAD or HTTP/1.0.
+pub fn choose_for(req: &pingora::http::RequestHeader) -> Coding {
+    if req.headers.contains_key(header::RANGE) {
+        return Coding::Identity;
+    }
+    match choose(
+        req.headers
+            .get(header::ACCEPT_ENCODING)
+            .map(|v| v.as_bytes()),
+    ) {
+        Coding::Brotli
+            if req.method == http::Method::HEAD || req.version == http::Version::HTTP_10 =>
+        {
+            Coding::Identity
+        }
+        coding => coding,
+    }
+}
+
 /// Whether responses of this content type are worth compressing.
 pub fn compressible(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return false };
@@ -161,6 +182,35 @@ mod tests {
         assert_eq!(choose(Some(b"gzip, br;q=0")), Coding::Gzip);
         assert_eq!(choose(Some(b"deflate")), Coding::Identity);
         assert_eq!(choose(None), Coding::Identity);
+    }
+
+    #[test]
+    fn ranges_head_and_http10_get_what_they_can_take() {
+        let req = |method: &str, version, range: bool| {
+            let mut r = pingora::http::RequestHeader::build(method, b"/", None).unwrap();
+            r.set_version(version);
+            r.insert_header("accept-encoding", "gzip, br").unwrap();
+            if range {
+                r.insert_header("range", "bytes=0-9").unwrap();
+            }
+            r
+        };
+        assert_eq!(
+            choose_for(&req("GET", http::Version::HTTP_11, false)),
+            Coding::Brotli
+        );
+        assert_eq!(
+            choose_for(&req("GET", http::Version::HTTP_11, true)),
+            Coding::Identity
+        );
+        assert_eq!(
+            choose_for(&req("HEAD", http::Version::HTTP_11, false)),
+            Coding::Identity
+        );
+        assert_eq!(
+            choose_for(&req("GET", http::Version::HTTP_10, false)),
+            Coding::Identity
+        );
     }
 
     #[test]

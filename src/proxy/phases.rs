@@ -302,24 +302,9 @@ impl ProxyHttp for Awning {
         );
         match found {
             Some((index, route)) => {
-                // A range of a compressed body is not a range of the stored one.
-                let ranged = session
-                    .req_header()
-                    .headers
-                    .contains_key(http::header::RANGE);
-                if route.compress && !ranged {
-                    let ae = session
-                        .req_header()
-                        .headers
-                        .get(http::header::ACCEPT_ENCODING);
-                    match compression::choose(ae.map(|v| v.as_bytes())) {
-                        // A HEAD answer has no body to encode.
-                        // (and HTTP/1.0 cannot take the chunked body it needs).
-                        compression::Coding::Brotli => {
-                            let req = session.req_header();
-                            ctx.brotli_wanted = req.method != http::Method::HEAD
-                                && req.version != http::Version::HTTP_10
-                        }
+                if route.compress {
+                    match compression::choose_for(session.req_header()) {
+                        compression::Coding::Brotli => ctx.brotli_wanted = true,
                         compression::Coding::Gzip => enable_gzip(session),
                         compression::Coding::Identity => {}
                     }
