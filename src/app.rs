@@ -4,13 +4,18 @@
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::ShutdownWatch;
 use pingora::server::{RunArgs, Server};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use std::sync::Arc;
 
 use crate::admin::AdminApp;
 use crate::cache::CacheEngine;
 use crate::config::Config;
 use crate::lifecycle;
+use crate::limits::shared::SharedTier;
+use crate::limits::Limiter;
 use crate::proxy::Awning;
 use crate::snapshot::{self, Snapshot};
 
@@ -49,18 +54,13 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
     let cache = CacheEngine::new(&config.cache);
+    let limiter = Arc::new(Limiter::new(&config.limiter, config.redis.as_ref()));
     crate::cache::warm::spawn(&config);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Awning::new(
-            snapshots.clone(),
-            cache,
-            std::sync::Arc::new(crate::limits::Limiter::new(
-                crate::limits::DEFAULT_TABLE_SIZE,
-            )),
-        ),
+        Awning::new(snapshots.clone(), cache, limiter.clone()),
         "awning proxy",
     );
     for addr in &listen.http {
@@ -98,10 +98,24 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     metrics.add_tcp(&metrics_listen.to_string());
     server.add_service(metrics);
 
+    if let Some(shared) = limiter.shared_tier() {
+        server.add_service(background_service("shared rate limits", RedisLink(shared)));
+    }
+
     extra(&mut server);
 
     server.run(RunArgs {
         shutdown_signal: Box::new(lifecycle::Signals { grace }),
     });
     0
+}
+
+/// Keeps the shared rate-limit tier's Redis connection alive.
+struct RedisLink(Arc<SharedTier>);
+
+#[async_trait::async_trait]
+impl BackgroundService for RedisLink {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.maintain(shutdown).await;
+    }
 }

@@ -33,3 +33,9 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 pub const DEFAULT_TAG_HEADERS: [&str; 2] = ["surrogate-key", "cache-tag"];
 /// Warm requests in flight at once.
 pub const DEFAULT_WARM_CONCURRENCY: usize = 4;
+/// Latency budget of one shared rate-limit decision.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(5);
+/// Keys the local rate-limit tier holds at most.
+pub const DEFAULT_LIMITER_TABLE_SIZE: usize = 1_000_000;
+/// IPv6 clients are grouped by this prefix, the block one customer usually holds.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;

@@ -21,6 +21,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "rules",
     "shutdown_grace",
     "trusted_proxies",
+    "limiter",
 ];
 
 /// Top-level keys of a rule file.
@@ -82,7 +83,34 @@ pub struct FileCache {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRedis {
-    pub url: String,
+    pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
+    pub sentinel: Option<FileSentinel>,
+    pub timeout: Option<HumanDuration>,
+    pub expected_nodes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSentinel {
+    pub master: String,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileDenyBody {
+    Text,
+    Json,
+}
+
+/// `limiter:` in proxy.yaml: the node's rate-limiting settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimiter {
+    pub table_size: Option<i64>,
+    pub ipv6_prefix: Option<i64>,
+    pub body: Option<FileDenyBody>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +133,15 @@ pub enum FileLimitScope {
     #[default]
     Local,
     Shared,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRedisFallback {
+    #[default]
+    Local,
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -148,6 +185,7 @@ pub struct FileLimit {
     #[serde(default)]
     pub headers: FileLimitHeaders,
     pub lockout: Option<FileLockout>,
+    pub on_redis_error: Option<FileRedisFallback>,
 }
 
 #[derive(Debug, Deserialize)]

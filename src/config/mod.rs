@@ -34,6 +34,7 @@ pub struct Config {
     pub metrics: Metrics,
     pub cache: Cache,
     pub redis: Option<Redis>,
+    pub limiter: LimiterSettings,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Peers whose forwarding headers are believed (load balancers, CDNs).
@@ -74,6 +75,9 @@ pub struct LimitPolicy {
     pub headers_always: bool,
     /// Brute-force lockout.
     pub lockout: Option<LockoutRule>,
+    /// Decided through Redis, one budget across nodes.
+    pub shared: bool,
+    pub on_redis_error: RedisFallback,
 }
 
 /// After `after` denials within `base`, refuse the key for `base`, doubling
@@ -144,9 +148,45 @@ pub struct Cache {
     pub warm_concurrency: usize,
 }
 
+/// The Redis deployment shared by the nodes of one shop.
 #[derive(Clone, Debug)]
 pub struct Redis {
-    pub url: String,
+    pub servers: RedisServers,
+    /// Latency budget of one shared decision; slower answers count as failures.
+    pub timeout: Duration,
+    /// awning nodes sharing the limits; a node on its own (Redis down) allows
+    /// each key this share of a shared policy.
+    pub expected_nodes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisServers {
+    Standalone(String),
+    Cluster(Vec<String>),
+    Sentinel { master: String, nodes: Vec<String> },
+}
+
+/// The node's rate-limiting settings (`limiter:` in proxy.yaml).
+#[derive(Clone, Debug)]
+pub struct LimiterSettings {
+    /// Keys the local tier holds at most, across all policies.
+    pub table_size: usize,
+    /// IPv6 clients are keyed by this prefix length.
+    pub ipv6_prefix: u8,
+    /// 429 bodies are JSON rather than text.
+    pub json_body: bool,
+}
+
+/// What a shared policy decides while Redis is slow or down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RedisFallback {
+    /// The local tier, with the limit divided by `expected_nodes`.
+    #[default]
+    Local,
+    /// Allow.
+    Open,
+    /// Deny.
+    Closed,
 }
 
 /// One route: what it matches and where it sends requests.

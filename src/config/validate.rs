@@ -15,8 +15,8 @@ use super::file::*;
 use super::locate::Locator;
 use super::units::HumanDuration;
 use super::{
-    Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, Listen, Metrics, PathMatch,
-    QueryParam, Redis, Route,
+    Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, LimiterSettings, Listen, Metrics,
+    PathMatch, QueryParam, Redis, RedisFallback, RedisServers, Route,
 };
 use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
 use super::{TlsListener, Upstream};
@@ -216,23 +216,8 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let admin = check_admin(&doc, &base, section("admin"), &mut taken, errs);
     let metrics = check_metrics(&doc, section("metrics"), &mut taken, errs);
     let cache = check_cache(&doc, section("cache"), errs);
-    let redis = section("redis").and_then(|v| {
-        let at = root.key("redis");
-        let r: FileRedis = doc.de(v, &at, errs)?;
-        let ok = ["redis://", "rediss://", "redis+sentinel://", "unix://"]
-            .iter()
-            .any(|s| r.url.starts_with(s));
-        if !ok {
-            errs.push(doc.at_value(
-                &at.key("url"),
-                format!(
-                    "`{}` is not a Redis URL (redis://, rediss://, redis+sentinel:// or unix://)",
-                    r.url
-                ),
-            ));
-        }
-        Some(Redis { url: r.url })
-    });
+    let redis = section("redis").and_then(|v| check_redis(&doc, v, errs));
+    let limiter = check_limiter(&doc, section("limiter"), errs);
     let shutdown_grace = match section("shutdown_grace") {
         None => DEFAULT_SHUTDOWN_GRACE,
         Some(v) => {
@@ -285,7 +270,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     for rule_doc in &docs {
         check_limits(
             rule_doc,
-            redis.is_some(),
+            section("redis").is_some(),
             &mut limits,
             &mut declared_limits,
             errs,
@@ -318,6 +303,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         metrics: metrics?,
         cache,
         redis,
+        limiter,
         shutdown_grace,
         trusted_proxies,
         routes,
@@ -810,6 +796,117 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     Ok((n, window))
 }
 
+/// `redis:` in proxy.yaml: exactly one of `url`, `cluster`, `sentinel`.
+fn check_redis(doc: &Doc, v: &Value, errs: &mut Vec<ConfigError>) -> Option<Redis> {
+    let at = YamlPath::root().key("redis");
+    let r: FileRedis = doc.de(v, &at, errs)?;
+    let before = errs.len();
+    let mut check_url = |url: &str, uat: YamlPath| {
+        if url.starts_with("rediss://") {
+            errs.push(doc.at_value(
+                &uat,
+                "TLS to Redis (rediss://) is not supported yet; reach Redis over a private network or a local TLS tunnel",
+            ));
+            return;
+        }
+        let scheme_ok = ["redis://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok || redis::IntoConnectionInfo::into_connection_info(url).is_err() {
+            errs.push(doc.at_value(
+                &uat,
+                format!("`{url}` is not a Redis URL like redis://host:6379 or unix:///path"),
+            ));
+        }
+    };
+    let servers = match (&r.url, &r.cluster, &r.sentinel) {
+        (Some(url), None, None) => {
+            check_url(url, at.key("url"));
+            RedisServers::Standalone(url.clone())
+        }
+        (None, Some(nodes), None) if !nodes.is_empty() => {
+            for (i, url) in nodes.iter().enumerate() {
+                check_url(url, at.key("cluster").index(i));
+            }
+            RedisServers::Cluster(nodes.clone())
+        }
+        (None, None, Some(s)) if !s.nodes.is_empty() && !s.master.is_empty() => {
+            for (i, url) in s.nodes.iter().enumerate() {
+                check_url(url, at.key("sentinel").key("nodes").index(i));
+            }
+            RedisServers::Sentinel {
+                master: s.master.clone(),
+                nodes: s.nodes.clone(),
+            }
+        }
+        _ => {
+            errs.push(doc.at(
+                &at,
+                "give exactly one of `url: redis://host:6379`, `cluster: [urls]` or `sentinel: { master: NAME, nodes: [urls] }`",
+            ));
+            return None;
+        }
+    };
+    let timeout = match r.timeout {
+        None => DEFAULT_REDIS_TIMEOUT,
+        Some(t) if t.0 >= Duration::from_micros(100) && t.0 <= Duration::from_secs(1) => t.0,
+        Some(_) => {
+            errs.push(doc.at_value(
+                &at.key("timeout"),
+                "the latency budget of a decision must be between 100us and 1s",
+            ));
+            DEFAULT_REDIS_TIMEOUT
+        }
+    };
+    let expected_nodes = match r.expected_nodes {
+        None => 1,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => {
+            errs.push(doc.at_value(
+                &at.key("expected_nodes"),
+                format!("expected_nodes {n}: use 1 to 1000"),
+            ));
+            1
+        }
+    };
+    (errs.len() == before).then_some(Redis {
+        servers,
+        timeout,
+        expected_nodes,
+    })
+}
+
+/// `limiter:` in proxy.yaml.
+fn check_limiter(doc: &Doc, v: Option<&Value>, errs: &mut Vec<ConfigError>) -> LimiterSettings {
+    let mut out = LimiterSettings {
+        table_size: DEFAULT_LIMITER_TABLE_SIZE,
+        ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        json_body: false,
+    };
+    let at = YamlPath::root().key("limiter");
+    let Some(file) = v.and_then(|v| doc.de::<FileLimiter>(v, &at, errs)) else {
+        return out;
+    };
+    match file.table_size {
+        None => {}
+        Some(n) if (1_000..=100_000_000).contains(&n) => out.table_size = n as usize,
+        Some(n) => errs.push(doc.at_value(
+            &at.key("table_size"),
+            format!("table_size {n}: use 1000 to 100000000 keys"),
+        )),
+    }
+    match file.ipv6_prefix {
+        None => {}
+        Some(n) if (16..=128).contains(&n) => out.ipv6_prefix = n as u8,
+        Some(n) => errs.push(doc.at_value(
+            &at.key("ipv6_prefix"),
+            format!("ipv6_prefix {n}: use 16 to 128"),
+        )),
+    }
+    out.json_body = file.body == Some(FileDenyBody::Json);
+    out
+}
+
 /// `limits: { name: policy }` in a rule file.
 fn check_limits(
     doc: &Doc,
@@ -860,13 +957,18 @@ fn check_limits(
                 1
             }
         };
-        if file.scope == FileLimitScope::Shared {
-            let why = if has_redis {
-                "scope `shared` needs the Redis tier, which this build does not have yet; use `local`"
-            } else {
-                "scope `shared` needs `redis:` in proxy.yaml"
-            };
-            errs.push(doc.at_value(&pat.key("scope"), why));
+        let shared = file.scope == FileLimitScope::Shared;
+        if shared && !has_redis {
+            errs.push(doc.at_value(
+                &pat.key("scope"),
+                "scope `shared` needs `redis:` in proxy.yaml",
+            ));
+        }
+        if !shared && file.on_redis_error.is_some() {
+            errs.push(doc.at_value(
+                &pat.key("on_redis_error"),
+                "on_redis_error applies to `scope: shared` policies only",
+            ));
         }
         let mut key = Vec::new();
         for (j, part) in file.key.iter().enumerate() {
@@ -936,6 +1038,12 @@ fn check_limits(
             shadow: file.mode == FileLimitMode::Shadow,
             misses_only: file.count == FileLimitCount::Misses,
             headers_always: file.headers == FileLimitHeaders::Always,
+            shared,
+            on_redis_error: match file.on_redis_error.unwrap_or_default() {
+                FileRedisFallback::Local => RedisFallback::Local,
+                FileRedisFallback::Open => RedisFallback::Open,
+                FileRedisFallback::Closed => RedisFallback::Closed,
+            },
         });
     }
 }

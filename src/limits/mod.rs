@@ -1,27 +1,63 @@
-//! Rate limiting: per-policy keys (client IP, route, header, cookie), an exact
-//! GCRA decision in a bounded in-process table, and the `RateLimit` /
-//! `RateLimit-Policy` / `Retry-After` fields clients are told.
+//! Rate limiting: per-policy keys (client IP, route, header, cookie), exact
+//! GCRA decisions in a bounded in-process table (`local`) or in Redis across
+//! nodes (`shared`, falling back to local when Redis fails), and the
+//! `RateLimit` / `RateLimit-Policy` / `Retry-After` fields clients are told.
 
 pub mod gcra;
+pub mod local;
 pub mod lockout;
+pub mod shared;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderMap;
+use pingora::http::ResponseHeader;
+use pingora_prometheus::prometheus::IntCounterVec;
 
-use crate::config::{LimitKey, LimitPolicy};
+use crate::config::{LimitKey, LimitPolicy, LimiterSettings, Redis, RedisFallback};
+use crate::metrics::{self, names};
 pub use gcra::{Decision, Quota, Table};
+use local::LocalTier;
+use shared::SharedTier;
 
-/// Keys held across all local policies unless configured otherwise.
-pub const DEFAULT_TABLE_SIZE: usize = 1_000_000;
+/// Where a decision was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Local,
+    Shared,
+    /// A shared policy decided without Redis (`on_redis_error`).
+    Fallback,
+}
 
-/// The local (in-process) tier.
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Shared => "shared",
+            Tier::Fallback => "fallback",
+        }
+    }
+}
+
+/// A decision and the quota it was made against (smaller than the policy's
+/// when a node decides a shared policy alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub decision: Decision,
+    pub quota: Quota,
+    pub tier: Tier,
+}
+
+/// Both tiers, and how requests are keyed.
 pub struct Limiter {
-    table: Table,
-    lockouts: lockout::Lockouts,
-    epoch: Instant,
+    local: LocalTier,
+    shared: Option<Arc<SharedTier>>,
+    expected_nodes: u32,
+    ipv6_prefix: u8,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -33,85 +69,195 @@ pub struct KeySource<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// The client address as a key: IPv6 clients are grouped by /64, the block a
-/// single customer usually holds.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+/// The client address as a key: IPv6 clients are grouped by `v6_prefix`
+/// bits (default /64, the block a single customer usually holds).
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        IpAddr::V6(v6) => {
+            let host_bits = 128 - u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
         v4 => v4,
     }
 }
 
+static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        names::RATELIMIT_DECISIONS,
+        "Rate-limit decisions by policy, tier (local, shared, fallback) and result (allowed, denied, shadow_denied).",
+        &["policy", "tier", "result"],
+    )
+});
+
+static REDIS_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        names::RATELIMIT_REDIS_FAILURES,
+        "Shared rate-limit decisions Redis could not make, by reason (unavailable, timeout, error).",
+        &["reason"],
+    )
+});
+
+/// The policy's bucket: `burst` at once, one more every `window / limit`.
+pub fn policy_quota(policy: &LimitPolicy) -> Quota {
+    Quota {
+        interval: policy.window / policy.limit.max(1),
+        burst: policy.burst,
+    }
+}
+
+/// One node's share of a quota meant for `nodes` nodes together.
+pub fn node_share(quota: Quota, nodes: u32) -> Quota {
+    let nodes = nodes.max(1);
+    Quota {
+        interval: quota.interval.saturating_mul(nodes),
+        burst: (quota.burst / nodes).max(1),
+    }
+}
+
 impl Limiter {
-    pub fn new(table_size: usize) -> Self {
+    pub fn new(settings: &LimiterSettings, redis: Option<&Redis>) -> Self {
         Self {
-            table: Table::new(table_size),
-            lockouts: lockout::Lockouts::new(table_size / 4),
-            epoch: Instant::now(),
+            local: LocalTier::new(settings.table_size),
+            shared: redis.map(|r| Arc::new(SharedTier::new(r))),
+            expected_nodes: redis.map_or(1, |r| r.expected_nodes),
+            ipv6_prefix: settings.ipv6_prefix,
             hasher: Default::default(),
         }
     }
 
-    /// Keys held.
-    pub fn keys(&self) -> usize {
-        self.table.len()
+    /// The shared tier, whose connection a background task keeps.
+    pub fn shared_tier(&self) -> Option<Arc<SharedTier>> {
+        self.shared.clone()
     }
 
-    /// The hashed key of a request for `policy`. Key values are hashed with a
-    /// per-process seed, never kept or logged. A missing header or cookie
-    /// falls back to the client address, never to "unlimited".
-    pub fn key(&self, policy: &LimitPolicy, src: KeySource<'_>) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        policy.name.hash(&mut h);
-        let ip = src.client_ip.map(ip_key);
-        for part in &policy.key {
-            match part {
-                LimitKey::ClientIp => ("ip", ip).hash(&mut h),
-                LimitKey::Route => ("route", src.route).hash(&mut h),
-                LimitKey::Header(name) => match src.headers.get(name) {
-                    Some(v) => ("header", v.as_bytes()).hash(&mut h),
-                    None => ("ip", ip).hash(&mut h),
-                },
-                LimitKey::Cookie(name) => {
-                    match crate::headers::values::cookie_value(src.headers, name) {
-                        Some(v) => ("cookie", v).hash(&mut h),
-                        None => ("ip", ip).hash(&mut h),
+    /// Keys held by the local tier.
+    pub fn keys(&self) -> usize {
+        self.local.keys()
+    }
+
+    /// Takes one request from `policy`'s bucket for the request's key, in
+    /// Redis for shared policies (falling back as the policy says when Redis
+    /// cannot decide in time), in process otherwise. Counted in metrics.
+    pub async fn decide(&self, policy: &LimitPolicy, src: KeySource<'_>) -> Verdict {
+        let quota = policy_quota(policy);
+        let verdict = match (&self.shared, policy.shared) {
+            (Some(shared), true) => {
+                let key = self.shared_key(policy, src);
+                match shared
+                    .check(&policy.name, &key, quota, policy.lockout)
+                    .await
+                {
+                    Ok(decision) => Verdict {
+                        decision,
+                        quota,
+                        tier: Tier::Shared,
+                    },
+                    Err(failure) => {
+                        REDIS_FAILURES.with_label_values(&[failure.as_str()]).inc();
+                        self.fallback(policy, src, quota)
                     }
                 }
             }
+            _ => Verdict {
+                decision: self
+                    .local
+                    .check(self.key(policy, src), quota, policy.lockout),
+                quota,
+                tier: Tier::Local,
+            },
+        };
+        let result = match (verdict.decision.allowed, policy.shadow) {
+            (true, _) => "allowed",
+            (false, false) => "denied",
+            (false, true) => "shadow_denied",
+        };
+        DECISIONS
+            .with_label_values(&[policy.name.as_str(), verdict.tier.as_str(), result])
+            .inc();
+        verdict
+    }
+
+    /// A local decision, in the same tables and with the same key as local
+    /// policies use.
+    pub fn decide_locally(&self, policy: &LimitPolicy, src: KeySource<'_>) -> Decision {
+        self.local
+            .check(self.key(policy, src), policy_quota(policy), policy.lockout)
+    }
+
+    fn fallback(&self, policy: &LimitPolicy, src: KeySource<'_>, quota: Quota) -> Verdict {
+        let share = node_share(quota, self.expected_nodes);
+        let decision = match policy.on_redis_error {
+            RedisFallback::Local => self
+                .local
+                .check(self.key(policy, src), share, policy.lockout),
+            RedisFallback::Open => Decision {
+                allowed: true,
+                remaining: share.burst,
+                retry_after: Duration::ZERO,
+                reset_after: Duration::ZERO,
+            },
+            RedisFallback::Closed => Decision {
+                allowed: false,
+                remaining: 0,
+                retry_after: Duration::from_secs(1),
+                reset_after: Duration::from_secs(1),
+            },
+        };
+        Verdict {
+            decision,
+            quota: share,
+            tier: Tier::Fallback,
         }
+    }
+
+    /// The hashed key of a request for `policy`, seeded per process: key
+    /// values are never kept or logged.
+    pub fn key(&self, policy: &LimitPolicy, src: KeySource<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        self.write_key(policy, src, &mut h);
         h.finish()
     }
 
-    /// Takes one request from `policy`'s bucket for `key`. A key locked out
-    /// is refused without touching its bucket; a denial may start a lockout.
-    pub fn check(&self, policy: &LimitPolicy, key: u64) -> Decision {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        if policy.lockout.is_some() {
-            if let Some(left) = self.lockouts.locked(key, now) {
-                return Decision {
-                    allowed: false,
-                    remaining: 0,
-                    retry_after: left,
-                    reset_after: left,
-                };
-            }
+    /// The key a shared policy uses in Redis: the same on every node (an
+    /// unseeded 128-bit hash, hex), never the raw values.
+    pub fn shared_key(&self, policy: &LimitPolicy, src: KeySource<'_>) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        self.write_key(policy, src, &mut h);
+        format!("{:032x}", h.digest128())
+    }
+
+    /// Feeds the policy's key parts to `h`, each length-prefixed so that no
+    /// two different keys feed the same bytes. A missing header or cookie
+    /// falls back to the client address, never to "unlimited".
+    fn write_key(&self, policy: &LimitPolicy, src: KeySource<'_>, h: &mut impl Hasher) {
+        fn part(h: &mut impl Hasher, kind: u8, value: &[u8]) {
+            h.write_u8(kind);
+            h.write(&(value.len() as u64).to_le_bytes());
+            h.write(value);
         }
-        let quota = Quota {
-            interval: policy.window / policy.limit.max(1),
-            burst: policy.burst,
+        let ip = src.client_ip.map(|ip| ip_key(ip, self.ipv6_prefix));
+        let ip_bytes = match ip {
+            Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+            Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+            None => Vec::new(),
         };
-        let d = self.table.check(key, quota, now);
-        match policy.lockout {
-            Some(rule) if !d.allowed => match self.lockouts.deny(key, rule, now) {
-                Some(length) => Decision {
-                    retry_after: length,
-                    reset_after: length,
-                    ..d
+        part(h, b'p', policy.name.as_bytes());
+        for k in &policy.key {
+            match k {
+                LimitKey::ClientIp => part(h, b'i', &ip_bytes),
+                LimitKey::Route => part(h, b'r', src.route.as_bytes()),
+                LimitKey::Header(name) => match src.headers.get(name) {
+                    Some(v) => part(h, b'h', v.as_bytes()),
+                    None => part(h, b'i', &ip_bytes),
                 },
-                None => d,
-            },
-            _ => d,
+                LimitKey::Cookie(name) => {
+                    match crate::headers::values::cookie_value(src.headers, name) {
+                        Some(v) => part(h, b'c', v.as_bytes()),
+                        None => part(h, b'i', &ip_bytes),
+                    }
+                }
+            }
         }
     }
 }
@@ -124,14 +270,13 @@ fn ceil_secs(d: Duration) -> u64 {
 /// `"auth";q=5;w=60` and `"auth";r=0;t=12`. The quota advertised is the bucket:
 /// `burst` requests per the time it takes to earn `burst` back, so `r` never
 /// exceeds `q`.
-pub fn header_values(policy: &LimitPolicy, d: &Decision) -> (String, String) {
-    let interval = policy.window / policy.limit.max(1);
-    let window = ceil_secs(interval.saturating_mul(policy.burst)).max(1);
+pub fn header_values(name: &str, quota: Quota, d: &Decision) -> (String, String) {
+    let window = ceil_secs(quota.interval.saturating_mul(quota.burst)).max(1);
     (
-        format!("\"{}\";q={};w={}", policy.name, policy.burst, window),
+        format!("\"{}\";q={};w={}", name, quota.burst, window),
         format!(
             "\"{}\";r={};t={}",
-            policy.name,
+            name,
             d.remaining,
             ceil_secs(d.reset_after)
         ),
@@ -141,6 +286,41 @@ pub fn header_values(policy: &LimitPolicy, d: &Decision) -> (String, String) {
 /// `Retry-After` in whole seconds, never 0 for a denial.
 pub fn retry_after_secs(d: &Decision) -> u64 {
     ceil_secs(d.retry_after).max(1)
+}
+
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+/// Adds the `RateLimit-Policy` and `RateLimit` fields to an answer.
+pub fn add_headers(resp: &mut ResponseHeader, policy_value: &str, limit_value: &str) {
+    let _ = resp.insert_header(RATELIMIT_POLICY.clone(), policy_value);
+    let _ = resp.insert_header(RATELIMIT.clone(), limit_value);
+}
+
+/// The 429 for a denial by `policy`: `Retry-After`, the `RateLimit` fields
+/// and a short text or JSON body.
+pub fn denial(policy: &str, v: &Verdict, json: bool) -> (ResponseHeader, Bytes) {
+    let retry = retry_after_secs(&v.decision);
+    let (mut resp, body) = crate::headers::response::error_page(429);
+    let body = if json {
+        let body = Bytes::from(
+            serde_json::json!({
+                "error": "rate_limited",
+                "policy": policy,
+                "retry_after": retry,
+            })
+            .to_string(),
+        );
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        body
+    } else {
+        body
+    };
+    let _ = resp.insert_header(http::header::RETRY_AFTER, retry.to_string());
+    let (policy_value, limit_value) = header_values(policy, v.quota, &v.decision);
+    add_headers(&mut resp, &policy_value, &limit_value);
+    (resp, body)
 }
 
 #[cfg(test)]
@@ -158,6 +338,8 @@ mod tests {
             misses_only: false,
             headers_always: false,
             lockout: None,
+            shared: false,
+            on_redis_error: RedisFallback::Local,
         }
     }
 
@@ -166,15 +348,24 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(ip_key(a), ip_key(b));
-        assert_ne!(ip_key(a), ip_key(c));
+        assert_eq!(ip_key(a, 64), ip_key(b, 64));
+        assert_ne!(ip_key(a, 64), ip_key(c, 64));
+        assert_eq!(ip_key(a, 48), ip_key(c, 48));
+        assert_eq!(ip_key(a, 128), a);
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(ip_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(ip_key(mapped, 64), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn missing_key_parts_fall_back_to_the_client() {
-        let l = Limiter::new(1000);
+        let l = Limiter::new(
+            &LimiterSettings {
+                table_size: 1000,
+                ipv6_prefix: 64,
+                json_body: false,
+            },
+            None,
+        );
         let p = policy(vec![LimitKey::Cookie("session".into())]);
         let mut with = HeaderMap::new();
         with.insert("cookie", "session=abc".parse().unwrap());
@@ -209,7 +400,7 @@ mod tests {
             reset_after: Duration::from_secs(60),
         };
         assert_eq!(
-            header_values(&p, &d),
+            header_values(&p.name, policy_quota(&p), &d),
             (
                 "\"auth\";q=5;w=60".to_string(),
                 "\"auth\";r=0;t=60".to_string()

@@ -2,7 +2,7 @@
 
 pub mod names;
 
-use pingora_prometheus::prometheus::{self, IntGauge};
+use pingora_prometheus::prometheus::{self, IntCounterVec, IntGauge, Opts};
 
 /// A gauge registered in the default registry (registration failures, e.g. a
 /// second engine in one process, leave it unregistered but usable).
@@ -10,4 +10,11 @@ pub fn gauge(name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric name");
     let _ = prometheus::register(Box::new(g.clone()));
     g
+}
+
+/// A counter with labels, registered like [`gauge`].
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
+    let _ = prometheus::register(Box::new(c.clone()));
+    c
 }

@@ -6,3 +6,7 @@ pub const CACHE_STORED_BYTES: &str = "awning_cache_stored_bytes";
 pub const CACHE_STORED_OBJECTS: &str = "awning_cache_stored_objects";
 /// The cache's configured bound, `cache.memory`.
 pub const CACHE_CAPACITY_BYTES: &str = "awning_cache_capacity_bytes";
+/// Rate-limit decisions, by `policy`, `tier` and `result`.
+pub const RATELIMIT_DECISIONS: &str = "awning_ratelimit_decisions_total";
+/// Shared decisions Redis could not make (each fell back), by `reason`.
+pub const RATELIMIT_REDIS_FAILURES: &str = "awning_ratelimit_redis_failures_total";

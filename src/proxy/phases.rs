@@ -17,7 +17,7 @@ use super::{errors, peer};
 use crate::cache::{self, key, policy, status, CacheEngine};
 use crate::compression;
 use crate::headers::{request, response};
-use crate::limits::{self, Decision, KeySource, Limiter};
+use crate::limits::{self, KeySource, Limiter, Verdict};
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
 
@@ -43,13 +43,13 @@ impl Awning {
 
     /// Applies the route's limit policies of one kind (all requests, or only
     /// those going to the origin); returns the first enforced denial.
-    /// Background revalidations are never counted.
-    fn check_limits(
+    /// Background revalidations and warming are never counted.
+    async fn check_limits(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         misses: bool,
-    ) -> Option<(usize, Decision)> {
+    ) -> Option<(usize, Verdict)> {
         if session.is_subrequest() || cache::warm::is_warm_request(session.req_header()) {
             return None;
         }
@@ -65,14 +65,15 @@ impl Awning {
             if policy.misses_only != misses {
                 continue;
             }
-            let d = self.limiter.check(policy, self.limiter.key(policy, src));
+            let v = self.limiter.decide(policy, src).await;
+            let d = v.decision;
             // The strictest policy speaks, across both checks of a request.
             let stricter = ctx
                 .limit_headers
                 .as_ref()
                 .is_none_or(|(_, _, left)| d.remaining <= *left);
             if (policy.headers_always || !d.allowed) && stricter {
-                let (policy_value, limit_value) = limits::header_values(policy, &d);
+                let (policy_value, limit_value) = limits::header_values(&policy.name, v.quota, &d);
                 ctx.limit_headers = Some((policy_value, limit_value, d.remaining));
             }
             if !d.allowed {
@@ -80,7 +81,7 @@ impl Awning {
                     log::info!("rate limit {} would deny (shadow mode)", policy.name);
                 } else {
                     // Later policies are not charged for a request refused anyway.
-                    return Some((i, d));
+                    return Some((i, v));
                 }
             }
         }
@@ -93,17 +94,11 @@ impl Awning {
         session: &mut Session,
         ctx: &RequestCtx,
         policy: usize,
-        d: Decision,
+        v: Verdict,
     ) -> Result<bool> {
-        let (mut header, body) = response::error_page(429);
-        let _ = header.insert_header(
-            http::header::RETRY_AFTER,
-            limits::retry_after_secs(&d).to_string(),
-        );
-        let (policy_value, limit_value) =
-            limits::header_values(&ctx.snapshot.config.limits[policy], &d);
-        let _ = header.insert_header(RATELIMIT_POLICY.clone(), policy_value);
-        let _ = header.insert_header(RATELIMIT.clone(), limit_value);
+        let config = &ctx.snapshot.config;
+        let (header, body) =
+            limits::denial(&config.limits[policy].name, &v, config.limiter.json_body);
         respond_with(session, header, body, false).await
     }
 }
@@ -130,9 +125,6 @@ static GZIP_ONLY: std::sync::LazyLock<RequestHeader> = std::sync::LazyLock::new(
         .expect("static header");
     h
 });
-
-static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 static CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
@@ -310,8 +302,8 @@ impl ProxyHttp for Awning {
                     }
                 }
                 ctx.route = Some(index);
-                match self.check_limits(session, ctx, false) {
-                    Some((policy, d)) => self.deny(session, ctx, policy, d).await,
+                match self.check_limits(session, ctx, false).await {
+                    Some((policy, v)) => self.deny(session, ctx, policy, v).await,
                     None => Ok(false),
                 }
             }
@@ -431,9 +423,9 @@ impl ProxyHttp for Awning {
     ) -> Result<bool> {
         // Runs only for requests the cache did not answer: `count: misses`
         // policies protect the origin without charging cache hits.
-        match self.check_limits(session, ctx, true) {
-            Some((policy, d)) => {
-                self.deny(session, ctx, policy, d).await?;
+        match self.check_limits(session, ctx, true).await {
+            Some((policy, v)) => {
+                self.deny(session, ctx, policy, v).await?;
                 Ok(false)
             }
             None => Ok(true),
@@ -564,8 +556,7 @@ impl ProxyHttp for Awning {
             ctx.brotli = compression::start_brotli(upstream_response);
         }
         if let Some((policy, limit, _)) = &ctx.limit_headers {
-            let _ = upstream_response.insert_header(RATELIMIT_POLICY.clone(), policy.as_str());
-            let _ = upstream_response.insert_header(RATELIMIT.clone(), limit.as_str());
+            limits::add_headers(upstream_response, policy, limit);
         }
 
         let req = session.req_header();
