@@ -16,7 +16,12 @@ limits:
   shadow:  { rate: 1/min, burst: 1, mode: shadow, headers: always }
   origin:  { rate: 1/min, burst: 1, key: [route], count: misses }
   user:    { rate: 2/min, burst: 2, key: [{ cookie: session }] }
+  apikey:  { rate: 2/min, burst: 2, key: [{ header: x-api-key }] }
 routes:
+  - name: api
+    match: { prefix: "/api" }
+    upstream: shop
+    limits: [apikey]
   - name: exact
     match: { prefix: "/exact" }
     upstream: shop
@@ -140,6 +145,19 @@ fn shadow_mode_never_denies_but_tells() {
                 .then_some(())
         },
     );
+    let metrics = get(proxy.metrics, "/metrics").text();
+    let counted = |result: &str| -> u64 {
+        let line = format!(
+            "awning_ratelimit_decisions_total{{policy=\"shadow\",result=\"{result}\",tier=\"local\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(counted("allowed"), 1);
+    assert_eq!(counted("shadow_denied"), 5, "counted, though never denied");
+    assert_eq!(counted("denied"), 0);
 }
 
 #[test]
@@ -274,4 +292,49 @@ fn warming_does_not_spend_the_origin_budget() {
     // The one-per-minute origin budget is still whole for the first customer miss.
     assert_eq!(get(proxy.addr, "/cached/other").status, 200);
     assert_eq!(get(proxy.addr, "/cached/warm").status, 200, "a hit");
+}
+
+#[test]
+fn a_huge_header_key_is_hashed_like_any_other() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin);
+    let huge = "k".repeat(10 * 1024);
+    let call = |key: &str| {
+        Request::get("/api")
+            .header("x-api-key", key)
+            .send(proxy.addr)
+            .status
+    };
+    assert_eq!(call(&huge), 200);
+    assert_eq!(call(&huge), 200);
+    assert_eq!(call(&huge), 429, "its own budget of 2, like any key");
+    assert_eq!(call("other"), 200, "other keys are not affected");
+    assert!(
+        !proxy.stderr().contains("kkkkkkkk"),
+        "key values are never logged"
+    );
+}
+
+#[test]
+fn denials_can_answer_in_json() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(RULES)
+            .extra("limiter: { body: json }\n"),
+    );
+    for _ in 0..5 {
+        assert_eq!(get(proxy.addr, "/login").status, 200);
+    }
+    let denied = get(proxy.addr, "/login");
+    assert_eq!(denied.status, 429);
+    assert_eq!(denied.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&denied.body).unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert_eq!(body["policy"], "auth");
+    assert_eq!(
+        body["retry_after"].as_u64().unwrap().to_string(),
+        denied.header("retry-after").unwrap()
+    );
 }

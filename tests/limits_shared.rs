@@ -227,3 +227,87 @@ fn without_redis_closed_policies_deny_and_open_policies_allow() {
     }
     assert_eq!(origin.count("/strict"), 0);
 }
+
+/// `rounds` requests per key, alternating between the nodes: how many of
+/// each key's were allowed.
+fn admitted_per_key(
+    a: &ProxyUnderTest,
+    b: &ProxyUnderTest,
+    keys: &[&str],
+    rounds: usize,
+) -> Vec<usize> {
+    keys.iter()
+        .map(|key| {
+            (0..rounds)
+                .filter(|i| {
+                    let node = if i % 2 == 0 { a } else { b };
+                    let r = call(node, "/team", key);
+                    assert!(r.status == 200 || r.status == 429, "{}", r.status);
+                    assert_eq!(
+                        r.header("ratelimit-policy"),
+                        Some("\"team\";q=10;w=60"),
+                        "decided in Redis"
+                    );
+                    r.status == 200
+                })
+                .count()
+        })
+        .collect()
+}
+
+#[test]
+fn a_redis_cluster_holds_the_shared_budget_across_slots() {
+    let cluster = RedisServer::cluster(3);
+    let urls: Vec<String> = cluster.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let yaml = format!("redis: {{ cluster: [{}]{BUDGET} }}\n", urls.join(", "));
+    let origin = FakeOrigin::fixed("ok");
+    let a = node(&origin, &yaml);
+    let b = node(&origin, &yaml);
+    let mut probe = 0;
+    eventually("decisions in the cluster", Duration::from_secs(10), || {
+        (advertised_quota(&a, &mut probe) == "\"team\";q=10;w=60").then_some(())
+    });
+    eventually("decisions in the cluster", Duration::from_secs(10), || {
+        (advertised_quota(&b, &mut probe) == "\"team\";q=10;w=60").then_some(())
+    });
+    // Keys whose hashes land on different slots, so on different primaries.
+    let keys = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    assert_eq!(admitted_per_key(&a, &b, &keys, 14), vec![10; keys.len()]);
+    let used: Vec<usize> = cluster
+        .iter()
+        .map(|n| {
+            let info = n.command_full(&["INFO", "keyspace"]).unwrap();
+            info.split("keys=")
+                .nth(1)
+                .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+        })
+        .collect();
+    assert!(
+        used.iter().filter(|k| **k > 0).count() >= 2,
+        "buckets spread over the primaries: {used:?}"
+    );
+}
+
+#[test]
+fn through_sentinel_the_nodes_find_the_primary_and_share_the_budget() {
+    let primary = RedisServer::start();
+    let sentinel = RedisServer::sentinel_for(&primary);
+    let yaml = format!(
+        "redis: {{ sentinel: {{ master: mymaster, nodes: [\"{}\"] }}{BUDGET} }}\n",
+        sentinel.url()
+    );
+    let origin = FakeOrigin::fixed("ok");
+    let a = node(&origin, &yaml);
+    let b = node(&origin, &yaml);
+    let mut probe = 0;
+    for proxy in [&a, &b] {
+        eventually(
+            "decisions through Sentinel",
+            Duration::from_secs(10),
+            || (advertised_quota(proxy, &mut probe) == "\"team\";q=10;w=60").then_some(()),
+        );
+    }
+    assert_eq!(admitted_per_key(&a, &b, &["one", "two"], 14), vec![10, 10]);
+    let keys = primary.command(&["DBSIZE"]).unwrap();
+    assert_ne!(keys, ":0", "the buckets live on the primary");
+}

@@ -391,6 +391,44 @@ mod tests {
     }
 
     #[test]
+    fn a_million_distinct_clients_stay_within_the_configured_table() {
+        let settings = LimiterSettings {
+            table_size: 10_000,
+            ipv6_prefix: 64,
+            json_body: false,
+        };
+        let l = Limiter::new(&settings, None);
+        let p = policy(vec![LimitKey::ClientIp]);
+        let headers = HeaderMap::new();
+        for n in 0..1_000_000u32 {
+            let src = KeySource {
+                client_ip: Some(IpAddr::from(n.to_be_bytes())),
+                route: "r",
+                headers: &headers,
+            };
+            assert!(l.decide_locally(&p, src).allowed, "a new client is allowed");
+        }
+        assert!(l.keys() <= settings.table_size, "{} keys held", l.keys());
+    }
+
+    #[test]
+    fn a_node_alone_allows_its_share() {
+        let q = Quota {
+            interval: Duration::from_secs(6),
+            burst: 10,
+        };
+        assert_eq!(
+            node_share(q, 2),
+            Quota {
+                interval: Duration::from_secs(12),
+                burst: 5
+            }
+        );
+        assert_eq!(node_share(q, 1), q);
+        assert_eq!(node_share(q, 50).burst, 1, "never zero");
+    }
+
+    #[test]
     fn headers_follow_the_draft_syntax() {
         let p = policy(vec![LimitKey::ClientIp]);
         let d = Decision {
