@@ -88,7 +88,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     let mut admin = Service::new(
         "awning admin".to_string(),
-        HttpServer::new_app(AdminApp::new(snapshots, cache)),
+        HttpServer::new_app(AdminApp::new(snapshots, cache, limiter.shared_tier())),
     );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);

@@ -71,6 +71,14 @@ fn metric(proxy: &ProxyUnderTest, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `checks.redis.connected` of the node's readiness document (answered 200).
+fn redis_connected(proxy: &ProxyUnderTest) -> Option<bool> {
+    let ready = get(proxy.admin, "/readyz");
+    assert_eq!(ready.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    doc["checks"]["redis"]["connected"].as_bool()
+}
+
 #[test]
 fn two_nodes_share_one_budget() {
     let redis = RedisServer::start();
@@ -137,6 +145,11 @@ fn when_redis_dies_nodes_fall_back_to_their_share_and_recover_when_it_returns() 
     }
     assert!(metric(&a, "awning_ratelimit_decisions_total{policy=\"team\",result=\"allowed\",tier=\"fallback\"}") >= 5.0);
     assert!(metric(&a, "awning_ratelimit_redis_failures_total") >= 1.0);
+    assert_eq!(
+        redis_connected(&a),
+        Some(false),
+        "readyz tells, and stays 200"
+    );
 
     redis.restart();
     for proxy in [&a, &b] {
@@ -146,6 +159,7 @@ fn when_redis_dies_nodes_fall_back_to_their_share_and_recover_when_it_returns() 
             || (advertised_quota(proxy, &mut probe) == shared).then_some(()),
         );
     }
+    assert_eq!(redis_connected(&a), Some(true));
     let statuses: Vec<u16> = (0..20)
         .map(|i| call(if i % 2 == 0 { &a } else { &b }, "/team", "after").status)
         .collect();

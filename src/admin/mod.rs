@@ -3,6 +3,8 @@
 
 pub mod client;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -10,6 +12,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::cache::purge::PurgeRequest;
 use crate::cache::CacheEngine;
+use crate::limits::shared::SharedTier;
 use crate::snapshot::SharedSnapshot;
 
 /// Largest admin request body read.
@@ -18,11 +21,20 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 pub struct AdminApp {
     snapshots: SharedSnapshot,
     cache: &'static CacheEngine,
+    shared_limits: Option<Arc<SharedTier>>,
 }
 
 impl AdminApp {
-    pub fn new(snapshots: SharedSnapshot, cache: &'static CacheEngine) -> Self {
-        Self { snapshots, cache }
+    pub fn new(
+        snapshots: SharedSnapshot,
+        cache: &'static CacheEngine,
+        shared_limits: Option<Arc<SharedTier>>,
+    ) -> Self {
+        Self {
+            snapshots,
+            cache,
+            shared_limits,
+        }
     }
 
     /// The readiness document: config generation, cache and per-upstream health.
@@ -39,6 +51,12 @@ impl AdminApp {
             })
             .collect();
         let ready = !snap.routes.is_empty();
+        // Informational: without Redis, shared limits fall back and the node
+        // keeps serving, so it stays ready.
+        let redis = self.shared_limits.as_ref().map_or(
+            serde_json::Value::Null,
+            |t| serde_json::json!({ "connected": t.is_connected() }),
+        );
         let doc = serde_json::json!({
             "status": if ready { "ready" } else { "not ready" },
             "checks": {
@@ -52,6 +70,7 @@ impl AdminApp {
                     "lru_tracked_bytes": pingora::cache::eviction::EvictionManager::total_size(self.cache.eviction),
                 },
                 "upstreams": upstreams,
+                "redis": redis,
             }
         });
         (ready, doc)
