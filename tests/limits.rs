@@ -297,7 +297,13 @@ fn warming_does_not_spend_the_origin_budget() {
 #[test]
 fn a_huge_header_key_is_hashed_like_any_other() {
     let origin = FakeOrigin::fixed("ok");
-    let proxy = proxy(&origin);
+    // The default header bound (8 KiB) would refuse it first with 431.
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(RULES)
+            .extra("requests: { max_header_bytes: 32KiB }\n"),
+    );
     let huge = "k".repeat(10 * 1024);
     let call = |key: &str| {
         Request::get("/api")

@@ -39,3 +39,50 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(5);
 pub const DEFAULT_LIMITER_TABLE_SIZE: usize = 1_000_000;
 /// IPv6 clients are grouped by this prefix, the block one customer usually holds.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Longest request target (nginx: 8 KiB through `large_client_header_buffers`).
+pub const DEFAULT_MAX_URI: usize = 8 * 1024;
+/// Most header fields in a request (nginx: no count limit; Node: 2000).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Largest request header section: well below Node's 16 KiB so that the
+/// headers awning adds never push the storefront over its limit.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Security headers on every answer unless configured otherwise: (name,
+/// value, the origin's value wins). HSTS is sent only to https clients.
+pub const DEFAULT_SECURITY_HEADERS: [(&str, &str, bool); 7] = [
+    ("strict-transport-security", "max-age=31536000", true),
+    ("x-content-type-options", "nosniff", false),
+    ("x-frame-options", "SAMEORIGIN", true),
+    ("content-security-policy", "frame-ancestors 'self'", true),
+    ("referrer-policy", "strict-origin-when-cross-origin", true),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+        true,
+    ),
+    // Not `same-origin`: payment providers' popups must be able to report back.
+    (
+        "cross-origin-opener-policy",
+        "same-origin-allow-popups",
+        true,
+    ),
+];
+/// Origin headers never passed to clients: they tell attackers what runs
+/// behind awning (`*` ends a prefix).
+pub const DEFAULT_STRIP_RESPONSE: [&str; 6] = [
+    "server",
+    "x-powered-by",
+    "x-nextjs-*",
+    "x-middleware-*",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+];
+/// Client headers the storefront must be able to trust, removed unless a
+/// trusted proxy sent them (`X-Middleware-Subrequest` skips Next.js
+/// middleware, CVE-2025-29927).
+pub const DEFAULT_STRIP_REQUEST: [&str; 5] = [
+    "x-forwarded-*",
+    "forwarded",
+    "x-real-ip",
+    "x-middleware-subrequest",
+    "x-request-id",
+];

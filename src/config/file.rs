@@ -22,6 +22,9 @@ pub const PROXY_KEYS: &[&str] = &[
     "shutdown_grace",
     "trusted_proxies",
     "limiter",
+    "response_headers",
+    "request_headers",
+    "requests",
 ];
 
 /// Top-level keys of a rule file.
@@ -125,6 +128,49 @@ pub struct FileRoute {
     pub compress: bool,
     #[serde(default)]
     pub limits: Vec<String>,
+    pub response_headers: Option<FileHeaderRules>,
+    pub allow: Option<FileAllow>,
+}
+
+/// `response_headers:` in proxy.yaml or on a route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderRules {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub set_if_absent: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// proxy.yaml only: origin headers never passed to clients.
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+/// `request_headers:` in proxy.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequestHeaders {
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+/// `requests:` in proxy.yaml: bounds on every request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequests {
+    pub max_uri: Option<HumanSize>,
+    pub max_headers: Option<i64>,
+    pub max_header_bytes: Option<HumanSize>,
+}
+
+/// `allow:` on a route: what requests that matched it may be.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAllow {
+    pub methods: Option<Vec<String>>,
+    pub max_body: Option<HumanSize>,
+    pub content_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 pub mod defaults;
 mod error;
 mod file;
+mod hardening;
 mod locate;
 pub mod units;
 mod validate;
@@ -35,6 +36,9 @@ pub struct Config {
     pub cache: Cache,
     pub redis: Option<Redis>,
     pub limiter: LimiterSettings,
+    /// The proxy-wide response header rules (routes carry them merged).
+    pub response_headers: ResponseHeaderRules,
+    pub requests: RequestBounds,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Peers whose forwarding headers are believed (load balancers, CDNs).
@@ -207,6 +211,78 @@ pub struct Route {
     pub compress: bool,
     /// Rate-limit policies (indices into [`Config::limits`]); all must allow.
     pub limits: Vec<usize>,
+    /// Headers set on, or removed from, every answer of this route (the
+    /// proxy-wide rules with the route's own on top).
+    pub response_headers: ResponseHeaderRules,
+    pub allow: Allow,
+}
+
+/// What requests that matched a route may be.
+#[derive(Clone, Debug, Default)]
+pub struct Allow {
+    /// Other methods get 405 with `Allow`.
+    pub methods: Option<Vec<http::Method>>,
+    /// Larger bodies get 413.
+    pub max_body: Option<u64>,
+    /// Media types (`application/json`, or `text/*`) a body may have; others get 415.
+    pub content_types: Option<Vec<String>>,
+}
+
+/// How a response header is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// Replaces the origin's value.
+    Set,
+    /// The origin's value wins.
+    SetIfAbsent,
+    /// Removed whatever the origin sent.
+    Remove,
+}
+
+/// A header name, or every name starting with a prefix (`x-nextjs-*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamePattern {
+    Exact(http::HeaderName),
+    Prefix(String),
+}
+
+impl NamePattern {
+    pub fn matches(&self, name: &http::HeaderName) -> bool {
+        match self {
+            NamePattern::Exact(n) => n == name,
+            NamePattern::Prefix(p) => name.as_str().starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One header rule: `value` is `None` for [`HeaderMode::Remove`].
+#[derive(Clone, Debug)]
+pub struct HeaderRule {
+    pub name: http::HeaderName,
+    pub value: Option<http::HeaderValue>,
+    pub mode: HeaderMode,
+}
+
+/// The security headers of answers and the origin headers never passed on.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseHeaderRules {
+    /// At most one rule per name.
+    pub rules: Vec<HeaderRule>,
+    pub strip: Vec<NamePattern>,
+}
+
+/// Bounds on every request, checked before routing.
+#[derive(Clone, Debug)]
+pub struct RequestBounds {
+    /// Longer request targets get 414.
+    pub max_uri: usize,
+    /// More header fields get 431.
+    pub max_headers: usize,
+    /// Larger header sections (names, values, separators) get 431.
+    pub max_header_bytes: usize,
+    /// Headers removed from clients that are not trusted proxies (besides
+    /// the forwarding headers awning sets itself).
+    pub strip: Vec<NamePattern>,
 }
 
 /// How a route caches.

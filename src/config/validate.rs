@@ -18,8 +18,8 @@ use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, LimiterSettings, Listen, Metrics,
     PathMatch, QueryParam, Redis, RedisFallback, RedisServers, Route,
 };
+use super::{Allow, ResponseHeaderRules, TlsListener, Upstream};
 use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
-use super::{TlsListener, Upstream};
 
 /// Reads and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -43,7 +43,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// One parsed YAML file with the positions of its nodes.
-struct Doc {
+pub(super) struct Doc {
     file: PathBuf,
     locator: Locator,
     value: Value,
@@ -88,7 +88,7 @@ impl Doc {
     }
 
     /// An error located at the key (or item) `path` names.
-    fn at(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
+    pub(super) fn at(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
             position: self.locator.find(path),
@@ -98,14 +98,14 @@ impl Doc {
     }
 
     /// An error located at the value under `path`.
-    fn at_value(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
+    pub(super) fn at_value(&self, path: &YamlPath, message: impl Into<String>) -> ConfigError {
         ConfigError {
             position: self.locator.value(path).or_else(|| self.locator.find(path)),
             ..self.at(path, message)
         }
     }
 
-    fn de<T: DeserializeOwned>(
+    pub(super) fn de<T: DeserializeOwned>(
         &self,
         value: &Value,
         at: &YamlPath,
@@ -218,6 +218,14 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let cache = check_cache(&doc, section("cache"), errs);
     let redis = section("redis").and_then(|v| check_redis(&doc, v, errs));
     let limiter = check_limiter(&doc, section("limiter"), errs);
+    let response_headers =
+        super::hardening::check_response_headers(&doc, section("response_headers"), errs);
+    let requests = super::hardening::check_requests(
+        &doc,
+        section("requests"),
+        section("request_headers"),
+        errs,
+    );
     let shutdown_grace = match section("shutdown_grace") {
         None => DEFAULT_SHUTDOWN_GRACE,
         Some(v) => {
@@ -283,6 +291,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     for rule_doc in &docs {
         check_rule_file(
             rule_doc,
+            &response_headers,
             &upstreams,
             &declared,
             &refs,
@@ -304,6 +313,8 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         cache,
         redis,
         limiter,
+        response_headers,
+        requests,
         shutdown_grace,
         trusted_proxies,
         routes,
@@ -638,8 +649,10 @@ struct PolicyRefs<'a> {
     declared: &'a [String],
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_rule_file(
     doc: &Doc,
+    response_headers: &ResponseHeaderRules,
     upstreams: &[Upstream],
     declared: &[String],
     policies: &PolicyRefs<'_>,
@@ -760,6 +773,20 @@ fn check_rule_file(
             None => Some(RouteCache::default()),
             Some(c) => check_route_cache(doc, c, &rat.key("cache"), errs),
         };
+        let route_headers = match &file.response_headers {
+            Some(f) => super::hardening::response_rules(
+                doc,
+                response_headers,
+                f,
+                &rat.key("response_headers"),
+                false,
+                errs,
+            ),
+            None => response_headers.clone(),
+        };
+        let allow = file.allow.as_ref().map_or_else(Allow::default, |a| {
+            super::hardening::check_allow(doc, a, &rat.key("allow"), errs)
+        });
         if let (Some(upstream), Some(path), Some(cache)) = (upstream, path, cache) {
             routes.push(Route {
                 name: file.name,
@@ -771,6 +798,8 @@ fn check_rule_file(
                 cache,
                 compress: file.compress,
                 limits,
+                response_headers: route_headers,
+                allow,
             });
         }
     }

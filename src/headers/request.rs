@@ -258,6 +258,15 @@ pub struct Forwarding<'a> {
 /// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer, a client's own
 /// claims are replaced; a trusted proxy's chain is extended with its address
 /// and its `-Proto`/`-Host` are kept.
+/// A trusted proxy's `X-Forwarded-Proto` says the client used https.
+pub fn forwarded_proto_is_https(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+}
+
 pub fn set_forwarding(req: &mut RequestHeader, f: Forwarding<'_>) {
     // Other spellings of the same claims, which the storefront might read.
     req.remove_header("forwarded");

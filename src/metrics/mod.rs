@@ -18,3 +18,16 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let _ = prometheus::register(Box::new(c.clone()));
     c
 }
+
+static REJECTED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    counter_vec(
+        names::HTTP_REJECTED,
+        "Requests refused by awning before the origin, by reason.",
+        &["reason"],
+    )
+});
+
+/// Counts a request refused for `reason`.
+pub fn rejected(reason: &str) {
+    REJECTED.with_label_values(&[reason]).inc();
+}

@@ -10,3 +10,5 @@ pub const CACHE_CAPACITY_BYTES: &str = "awning_cache_capacity_bytes";
 pub const RATELIMIT_DECISIONS: &str = "awning_ratelimit_decisions_total";
 /// Shared decisions Redis could not make (each fell back), by `reason`.
 pub const RATELIMIT_REDIS_FAILURES: &str = "awning_ratelimit_redis_failures_total";
+/// Requests awning refused itself (bounds, `allow`, framing), by `reason`.
+pub const HTTP_REJECTED: &str = "awning_http_requests_rejected_total";

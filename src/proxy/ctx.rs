@@ -60,6 +60,14 @@ pub struct RequestCtx {
     /// `RateLimit-Policy` and `RateLimit` values to send with the answer, and
     /// the requests they say are left.
     pub limit_headers: Option<(String, String, u32)>,
+    /// The connection's peer is in `trusted_proxies`.
+    pub trusted_peer: bool,
+    /// The client used https (to awning, or to a trusted proxy in front).
+    pub client_https: bool,
+    /// `X-Request-Id`: sent to the origin and back to the client.
+    pub request_id: Option<http::HeaderValue>,
+    /// Request body bytes received so far (for the route's `max_body`).
+    pub body_bytes: u64,
     _inflight: InflightGuard,
 }
 
@@ -85,6 +93,10 @@ impl RequestCtx {
             brotli_wanted: false,
             brotli: None,
             limit_headers: None,
+            trusted_peer: false,
+            client_https: false,
+            request_id: None,
+            body_bytes: 0,
             _inflight: InflightGuard::new(),
         }
     }

@@ -16,8 +16,10 @@ use super::ctx::RequestCtx;
 use super::{errors, peer};
 use crate::cache::{self, key, policy, status, CacheEngine};
 use crate::compression;
+use crate::headers::security::{self, Refusal};
 use crate::headers::{request, response};
 use crate::limits::{self, KeySource, Limiter, Verdict};
+use crate::metrics;
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
 
@@ -99,7 +101,7 @@ impl Awning {
         let config = &ctx.snapshot.config;
         let (header, body) =
             limits::denial(&config.limits[policy].name, &v, config.limiter.json_body);
-        respond_with(session, header, body, false).await
+        respond_with(session, ctx, header, body, false).await
     }
 }
 
@@ -169,19 +171,59 @@ impl Awning {
 
 /// Writes one of awning's own short responses. The connection is closed when
 /// the request was malformed or may carry an unread body.
-async fn respond(session: &mut Session, status: u16, close: bool) -> Result<bool> {
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    close: bool,
+) -> Result<bool> {
     let (header, body) = response::error_page(status);
-    respond_with(session, header, body, close).await
+    respond_with(session, ctx, header, body, close).await
+}
+
+/// Refuses a request that breaks a bound or the route's `allow`: counted,
+/// logged once, answered with its status.
+async fn refuse(session: &mut Session, ctx: &RequestCtx, refusal: Refusal) -> Result<bool> {
+    let (mut header, body) = response::error_page(refusal.status());
+    if refusal == Refusal::MethodNotAllowed {
+        if let Some(route) = ctx.route() {
+            let _ = header.insert_header(http::header::ALLOW, security::allow_value(&route.allow));
+        }
+    }
+    metrics::rejected(refusal.reason());
+    log::info!(
+        "refused {} {}: {}",
+        session.req_header().method,
+        ctx.route().map_or("-", |r| r.name.as_str()),
+        refusal.reason()
+    );
+    respond_with(session, ctx, header, body, false).await
+}
+
+/// The security headers and request id every answer carries, awning's own
+/// included.
+fn finish_response(ctx: &RequestCtx, header: &mut ResponseHeader) {
+    let rules = ctx
+        .route()
+        .map_or(&ctx.snapshot.config.response_headers, |r| {
+            &r.response_headers
+        });
+    security::apply_response_rules(header, rules, ctx.client_https);
+    if let Some(id) = &ctx.request_id {
+        let _ = header.insert_header(security::X_REQUEST_ID.clone(), id.clone());
+    }
 }
 
 /// Writes a complete answer of awning's own; the connection is closed when
 /// asked, or when the request may carry a body nobody read.
 async fn respond_with(
     session: &mut Session,
-    header: ResponseHeader,
+    ctx: &RequestCtx,
+    mut header: ResponseHeader,
     body: bytes::Bytes,
     close: bool,
 ) -> Result<bool> {
+    finish_response(ctx, &mut header);
     let req = session.req_header();
     let has_body = req
         .headers
@@ -267,9 +309,29 @@ impl ProxyHttp for Awning {
             Ok(t) => t,
             Err(e) => {
                 log::debug!("rejected request target: {}", e.reason());
-                return respond(session, 400, true).await;
+                return respond(session, ctx, 400, true).await;
             }
         };
+        let peer = peer_ip(session);
+        let config = &ctx.snapshot.config;
+        ctx.trusted_peer =
+            peer.is_some_and(|p| config.trusted_proxies.iter().any(|n| n.contains(&p)));
+        ctx.tls = downstream_tls(session);
+        ctx.client_https = ctx.tls
+            || (ctx.trusted_peer
+                && request::forwarded_proto_is_https(&session.req_header().headers));
+        let id = security::request_id(session.req_header(), ctx.trusted_peer);
+        if let Err(refusal) = security::check_bounds(session.req_header(), &config.requests) {
+            ctx.request_id = Some(id);
+            return refuse(session, ctx, refusal).await;
+        }
+        if !ctx.trusted_peer {
+            security::strip_untrusted(session.req_header_mut(), &ctx.snapshot.config.requests);
+        }
+        let _ = session
+            .req_header_mut()
+            .insert_header(security::X_REQUEST_ID.clone(), id.clone());
+        ctx.request_id = Some(id);
         if let Some(uri) = target.origin_form.clone() {
             session.req_header_mut().set_uri(uri);
         }
@@ -277,7 +339,7 @@ impl ProxyHttp for Awning {
         match normalized_uri(&session.req_header().uri) {
             Ok(Some(uri)) => session.req_header_mut().set_uri(uri),
             Ok(None) => {}
-            Err(()) => return respond(session, 400, true).await,
+            Err(()) => return respond(session, ctx, 400, true).await,
         }
         let req = session.req_header();
         let found = ctx.snapshot.routes.find(Target {
@@ -286,9 +348,8 @@ impl ProxyHttp for Awning {
             method: &req.method,
         });
         ctx.target = target;
-        ctx.tls = downstream_tls(session);
         ctx.client_ip = request::client_ip(
-            peer_ip(session),
+            peer,
             &session.req_header().headers,
             &ctx.snapshot.config.trusted_proxies,
         );
@@ -302,12 +363,15 @@ impl ProxyHttp for Awning {
                     }
                 }
                 ctx.route = Some(index);
+                if let Err(refusal) = security::check_allow(session.req_header(), &route.allow) {
+                    return refuse(session, ctx, refusal).await;
+                }
                 match self.check_limits(session, ctx, false).await {
                     Some((policy, v)) => self.deny(session, ctx, policy, v).await,
                     None => Ok(false),
                 }
             }
-            None => respond(session, 404, false).await,
+            None => respond(session, ctx, 404, false).await,
         }
     }
 
@@ -558,6 +622,7 @@ impl ProxyHttp for Awning {
         if let Some((policy, limit, _)) = &ctx.limit_headers {
             limits::add_headers(upstream_response, policy, limit);
         }
+        finish_response(ctx, upstream_response);
 
         let req = session.req_header();
         if cache::is_unsafe(&req.method) && (200..400).contains(&upstream_response.status.as_u16())
@@ -565,6 +630,28 @@ impl ProxyHttp for Awning {
             self.invalidate_after_write(ctx, req, upstream_response);
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Content-Length was checked before; this catches chunked bodies and
+        // bodies longer than they said.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        match ctx.route().and_then(|r| r.allow.max_body) {
+            Some(max) if ctx.body_bytes > max => {
+                metrics::rejected(Refusal::BodyTooLarge.reason());
+                Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than the route's max_body",
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     fn response_body_filter(
@@ -585,11 +672,12 @@ impl ProxyHttp for Awning {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let status = errors::status_for(e);
         if status > 0 {
-            let (header, body) = response::error_page(status);
+            let (mut header, body) = response::error_page(status);
+            finish_response(ctx, &mut header);
             if let Err(write_err) = session
                 .as_downstream_mut()
                 .write_error_response(header, body)

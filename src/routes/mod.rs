@@ -112,6 +112,8 @@ mod tests {
             cache: Default::default(),
             compress: false,
             limits: Vec::new(),
+            response_headers: Default::default(),
+            allow: Default::default(),
         }
     }
 
