@@ -80,13 +80,15 @@ fn demo_serves_the_storefront_pages_and_apis_through_the_proxy() {
         .send(proxy.addr);
     assert!(again.text().contains("\"items\":[3]"), "{}", again.text());
 
-    let bad_login =
-        Request::post("/api/auth/login", br#"{"email":"a@b.c","password":"x"}"#).send(proxy.addr);
+    let bad_login = Request::post("/api/auth/login", br#"{"email":"a@b.c","password":"x"}"#)
+        .header("Content-Type", "application/json")
+        .send(proxy.addr);
     assert_eq!(bad_login.status, 401);
     let login = Request::post(
         "/api/auth/login",
         br#"{"email":"a@b.c","password":"correct horse"}"#,
     )
+    .header("Content-Type", "application/json")
     .send(proxy.addr);
     assert_eq!(login.status, 200);
 

@@ -67,7 +67,7 @@ pub fn hints(config: &Config, storefront: SocketAddr) -> String {
          \x20 curl -i '{base}/api/search?q=lights'\n\
          \x20 curl -i {base}/_next/static/chunks/main-4f2a9c.js\n\
          \x20 curl -i -c /tmp/awning-demo.cookies -b /tmp/awning-demo.cookies -X POST -d '{{\"product\": 3}}' {base}/api/cart\n\
-         \x20 curl -i -X POST -d '{{\"email\":\"a@b.c\",\"password\":\"correct horse\"}}' {base}/api/auth/login\n\
+         \x20 curl -i -H 'Content-Type: application/json' -d '{{\"email\":\"a@b.c\",\"password\":\"correct horse\"}}' {base}/api/auth/login\n\
          \x20 curl -i {base}/no-such-page\n\
          \x20 curl -s http://{}/readyz\n\
          stop with Ctrl-C\n",
