@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use http::header::{HeaderName, HOST};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Uri};
 use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 use pingora::http::RequestHeader;
@@ -258,6 +258,52 @@ pub struct Forwarding<'a> {
 /// Sets `X-Forwarded-For/-Proto/-Host`. From an untrusted peer, a client's own
 /// claims are replaced; a trusted proxy's chain is extended with its address
 /// and its `-Proto`/`-Host` are kept.
+/// Refuses request framing that two parsers could read differently (the
+/// ground of request smuggling): `Content-Length` with `Transfer-Encoding`,
+/// several or malformed lengths, a transfer coding other than a final
+/// `chunked`, `Transfer-Encoding` on HTTP/1.0.
+///
+/// `raw_head` gives the header section as received: Pingora drops a
+/// `Content-Length` that arrives with `Transfer-Encoding` before awning sees
+/// the parsed header.
+pub fn check_framing(
+    req: &RequestHeader,
+    raw_head: impl FnOnce() -> bytes::Bytes,
+) -> Result<(), &'static str> {
+    let lengths: Vec<&http::HeaderValue> = req.headers.get_all(CONTENT_LENGTH).iter().collect();
+    let codings: Vec<&http::HeaderValue> = req.headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if !codings.is_empty() && (!lengths.is_empty() || has_field(&raw_head(), b"content-length")) {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    match lengths.as_slice() {
+        [] => {}
+        [one] if !one.is_empty() && one.as_bytes().iter().all(u8::is_ascii_digit) => {}
+        _ => return Err("several or malformed Content-Length"),
+    }
+    if !codings.is_empty() {
+        if req.version == http::Version::HTTP_10 {
+            return Err("Transfer-Encoding on HTTP/1.0");
+        }
+        let only_chunked = codings.len() == 1
+            && codings[0]
+                .to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !only_chunked {
+            return Err("a transfer coding other than chunked");
+        }
+    }
+    Ok(())
+}
+
+/// Whether a raw header section has a field `name` (lower case).
+fn has_field(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name)
+            && line[name.len()] == b':'
+    })
+}
+
 /// A trusted proxy's `X-Forwarded-Proto` says the client used https.
 pub fn forwarded_proto_is_https(headers: &http::HeaderMap) -> bool {
     headers
@@ -387,6 +433,47 @@ mod tests {
 
     fn check(uri: &str, hosts: &[&str]) -> Result<CheckedTarget, TargetError> {
         check_target(&req(uri, hosts, http::Version::HTTP_11), false)
+    }
+
+    #[test]
+    fn framing_rules() {
+        let with = |fields: &[(&str, &str)], version| {
+            let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+            r.set_version(version);
+            for (k, v) in fields {
+                r.append_header(k.to_string(), *v).unwrap();
+            }
+            check_framing(&r, || bytes::Bytes::from_static(b"POST / HTTP/1.1\r\n"))
+        };
+        let v11 = http::Version::HTTP_11;
+        assert!(with(&[("content-length", "5")], v11).is_ok());
+        assert!(with(&[("transfer-encoding", "chunked")], v11).is_ok());
+        assert!(with(&[("transfer-encoding", "Chunked ")], v11).is_ok());
+        for bad in [
+            vec![("content-length", "5"), ("content-length", "5")],
+            vec![("content-length", "5, 5")],
+            vec![("content-length", "+5")],
+            vec![("transfer-encoding", "gzip, chunked")],
+            vec![
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![("transfer-encoding", "chunked"), ("content-length", "5")],
+        ] {
+            assert!(with(&bad, v11).is_err(), "{bad:?}");
+        }
+        assert!(with(&[("transfer-encoding", "chunked")], http::Version::HTTP_10).is_err());
+        let mut r = RequestHeader::build("POST", b"/", None).unwrap();
+        r.append_header("transfer-encoding", "chunked").unwrap();
+        let raw = || {
+            bytes::Bytes::from_static(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            )
+        };
+        assert!(
+            check_framing(&r, raw).is_err(),
+            "a length the parser dropped"
+        );
     }
 
     #[test]

@@ -305,6 +305,13 @@ impl ProxyHttp for Awning {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let framing =
+            request::check_framing(session.req_header(), || session.as_downstream().to_h1_raw());
+        if let Err(why) = framing {
+            metrics::rejected("ambiguous_framing");
+            log::info!("refused a request with ambiguous framing: {why}");
+            return respond(session, ctx, 400, true).await;
+        }
         let target = match request::check_target(session.req_header(), session.is_http2()) {
             Ok(t) => t,
             Err(e) => {
