@@ -2,6 +2,7 @@
 //! registers the services with Pingora and runs until a signal stops it.
 
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::ShutdownWatch;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 
 use crate::admin::AdminApp;
 use crate::cache::CacheEngine;
+use crate::config::defaults::{H2_MAX_CONCURRENT_STREAMS, H2_MAX_HEADER_LIST_SIZE};
 use crate::config::Config;
+use crate::connections::Guarded;
 use crate::lifecycle;
 use crate::limits::shared::SharedTier;
 use crate::limits::Limiter;
@@ -51,6 +54,8 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     server.bootstrap();
 
     let listen = config.listen.clone();
+    let config_clients = config.clients.clone();
+    let trusted_proxies = config.trusted_proxies.clone();
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
     let cache = CacheEngine::new(&config.cache);
@@ -58,10 +63,21 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     crate::cache::warm::spawn(&config);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let clients = config_clients;
+    let mut http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
         Awning::new(snapshots.clone(), cache, limiter.clone()),
-        "awning proxy",
+    );
+    let mut server_options = HttpServerOptions::default();
+    server_options.keepalive_request_limit = Some(clients.max_requests_per_connection);
+    http_proxy.server_options = Some(server_options);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE);
+    http_proxy.h2_options = Some(h2);
+    let mut proxy = Service::new(
+        "awning proxy".to_string(),
+        Guarded::new(http_proxy, clients, trusted_proxies),
     );
     for addr in &listen.http {
         proxy.add_tcp(&addr.to_string());

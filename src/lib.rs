@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod compression;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod headers;
 pub mod lifecycle;

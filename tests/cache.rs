@@ -645,7 +645,11 @@ fn memory_bound_holds_under_a_flood_of_distinct_keys() {
     const KEYS: usize = 100_000;
     const THREADS: usize = 4;
     let origin = FakeOrigin::start(|_| Reply::ok("").generated(1024));
-    let proxy = proxy_with(&origin, "cache: { memory: 8MiB, max_object: 64KiB }");
+    // Keep-alive connections carry 25,000 requests each here.
+    let proxy = proxy_with(
+        &origin,
+        "cache: { memory: 8MiB, max_object: 64KiB }\nclients: { max_requests_per_connection: 100000 }",
+    );
     let addr = proxy.addr;
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {

@@ -79,12 +79,24 @@ fn redis_connected(proxy: &ProxyUnderTest) -> Option<bool> {
     doc["checks"]["redis"]["connected"].as_bool()
 }
 
+/// Waits until the node decides in Redis (it connects in the background
+/// after it starts listening).
+fn wait_connected(proxy: &ProxyUnderTest) {
+    eventually(
+        "the node to connect to Redis",
+        Duration::from_secs(10),
+        || (redis_connected(proxy) == Some(true)).then_some(()),
+    );
+}
+
 #[test]
 fn two_nodes_share_one_budget() {
     let redis = RedisServer::start();
     let origin = FakeOrigin::fixed("ok");
     let a = node(&origin, &redis.yaml(BUDGET));
     let b = node(&origin, &redis.yaml(BUDGET));
+    wait_connected(&a);
+    wait_connected(&b);
     let barrier = Arc::new(Barrier::new(40));
     let handles: Vec<_> = (0..40)
         .map(|i| {
@@ -119,6 +131,8 @@ fn when_redis_dies_nodes_fall_back_to_their_share_and_recover_when_it_returns() 
     let yaml = redis.yaml(&format!("{BUDGET}, expected_nodes: 2"));
     let a = node(&origin, &yaml);
     let b = node(&origin, &yaml);
+    wait_connected(&a);
+    wait_connected(&b);
     let mut probe = 0;
     let shared = "\"team\";q=10;w=60";
     let alone = "\"team\";q=5;w=60";
@@ -175,8 +189,11 @@ fn a_slow_redis_costs_at_most_the_latency_budget_and_decides_locally() {
     let redis = RedisServer::start();
     let origin = FakeOrigin::fixed("ok");
     let a = node(&origin, &redis.yaml(", expected_nodes: 2, timeout: 20ms"));
+    wait_connected(&a);
     let mut probe = 0;
-    assert_eq!(advertised_quota(&a, &mut probe), "\"team\";q=10;w=60");
+    eventually("a decision in Redis", Duration::from_secs(10), || {
+        (advertised_quota(&a, &mut probe) == "\"team\";q=10;w=60").then_some(())
+    });
     // Redis holds every client's commands for 3 s: alive, but too slow.
     assert_eq!(
         redis.command(&["CLIENT", "PAUSE", "3000", "ALL"]).unwrap(),
@@ -204,6 +221,8 @@ fn a_lockout_on_one_node_holds_on_the_other_and_escalates() {
     let origin = FakeOrigin::fixed("ok");
     let a = node(&origin, &redis.yaml(BUDGET));
     let b = node(&origin, &redis.yaml(BUDGET));
+    wait_connected(&a);
+    wait_connected(&b);
     let retry = |r: &Response| r.header("retry-after").unwrap_or("").to_string();
 
     assert_eq!(call(&a, "/login", "mallory").status, 200);

@@ -86,3 +86,22 @@ pub const DEFAULT_STRIP_REQUEST: [&str; 5] = [
     "x-middleware-subrequest",
     "x-request-id",
 ];
+/// A request's header section must arrive within this (nginx `client_header_timeout`: 60s).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for each read of a request body (nginx `client_body_timeout`: 60s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for each write to a client (nginx `send_timeout`: 60s).
+pub const DEFAULT_WRITE_TIMEOUT_CLIENT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections from clients close after this (nginx `keepalive_timeout`: 75s).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests per client connection (nginx `keepalive_requests`: 1000).
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u32 = 1000;
+/// Concurrent connections per listener (nginx: `worker_connections` 512 per worker).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Concurrent connections per client address (nginx: no `limit_conn` by default);
+/// browsers open at most 6 per host, a carrier NAT carries many customers.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// HTTP/2 streams at once per connection (nginx `http2_max_concurrent_streams`: 128).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// HTTP/2 decoded header list size (nginx: `large_client_header_buffers`, 32 KiB).
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;

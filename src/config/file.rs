@@ -25,6 +25,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "response_headers",
     "request_headers",
     "requests",
+    "clients",
 ];
 
 /// Top-level keys of a rule file.
@@ -297,4 +298,17 @@ pub struct FileMatch {
     pub path: Option<String>,
     pub prefix: Option<String>,
     pub methods: Option<Vec<String>>,
+}
+
+/// `clients:` in proxy.yaml: timeouts and caps toward clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClients {
+    pub header_timeout: Option<HumanDuration>,
+    pub body_timeout: Option<HumanDuration>,
+    pub write_timeout: Option<HumanDuration>,
+    pub keepalive_timeout: Option<HumanDuration>,
+    pub max_requests_per_connection: Option<i64>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_ip: Option<i64>,
 }

@@ -5,9 +5,11 @@ use serde_yaml::Value;
 
 use super::defaults::*;
 use super::error::{ConfigError, YamlPath};
-use super::file::{FileAllow, FileHeaderRules, FileRequestHeaders, FileRequests};
+use super::file::{FileAllow, FileClients, FileHeaderRules, FileRequestHeaders, FileRequests};
 use super::validate::Doc;
-use super::{Allow, HeaderMode, HeaderRule, NamePattern, RequestBounds, ResponseHeaderRules};
+use super::{
+    Allow, ClientLimits, HeaderMode, HeaderRule, NamePattern, RequestBounds, ResponseHeaderRules,
+};
 
 /// `x-powered-by` or `x-nextjs-*`.
 fn name_pattern(text: &str) -> Result<NamePattern, String> {
@@ -243,5 +245,85 @@ pub fn check_allow(
         methods,
         max_body: file.max_body.map(|s| s.0),
         content_types,
+    }
+}
+
+/// `clients:` in proxy.yaml.
+pub fn check_clients(
+    doc: &Doc,
+    value: Option<&Value>,
+    errs: &mut Vec<ConfigError>,
+) -> ClientLimits {
+    let at = YamlPath::root().key("clients");
+    let file: FileClients = value.and_then(|v| doc.de(v, &at, errs)).unwrap_or_default();
+    let mut duration =
+        |v: Option<super::units::HumanDuration>, key: &str, default, max_secs| match v {
+            None => default,
+            Some(d)
+                if d.0 >= std::time::Duration::from_millis(100)
+                    && d.0 <= std::time::Duration::from_secs(max_secs) =>
+            {
+                d.0
+            }
+            Some(_) => {
+                errs.push(doc.at_value(&at.key(key), format!("{key}: use 100ms to {max_secs}s")));
+                default
+            }
+        };
+    let header_timeout = duration(
+        file.header_timeout,
+        "header_timeout",
+        DEFAULT_HEADER_TIMEOUT,
+        300,
+    );
+    let body_timeout = duration(
+        file.body_timeout,
+        "body_timeout",
+        DEFAULT_BODY_TIMEOUT,
+        3600,
+    );
+    let write_timeout = duration(
+        file.write_timeout,
+        "write_timeout",
+        DEFAULT_WRITE_TIMEOUT_CLIENT,
+        3600,
+    );
+    let keepalive_timeout = duration(
+        file.keepalive_timeout,
+        "keepalive_timeout",
+        DEFAULT_KEEPALIVE_TIMEOUT,
+        3600,
+    );
+    let mut count = |v: Option<i64>, key: &str, default: usize, max: i64| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n as usize,
+        Some(n) => {
+            errs.push(doc.at_value(&at.key(key), format!("{key} {n}: use 1 to {max}")));
+            default
+        }
+    };
+    ClientLimits {
+        header_timeout,
+        body_timeout,
+        write_timeout,
+        keepalive_timeout,
+        max_requests_per_connection: count(
+            file.max_requests_per_connection,
+            "max_requests_per_connection",
+            DEFAULT_MAX_REQUESTS_PER_CONNECTION as usize,
+            1_000_000,
+        ) as u32,
+        max_connections: count(
+            file.max_connections,
+            "max_connections",
+            DEFAULT_MAX_CONNECTIONS,
+            1_000_000,
+        ),
+        max_connections_per_ip: count(
+            file.max_connections_per_ip,
+            "max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            100_000,
+        ),
     }
 }

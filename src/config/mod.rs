@@ -39,6 +39,7 @@ pub struct Config {
     /// The proxy-wide response header rules (routes carry them merged).
     pub response_headers: ResponseHeaderRules,
     pub requests: RequestBounds,
+    pub clients: ClientLimits,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Peers whose forwarding headers are believed (load balancers, CDNs).
@@ -269,6 +270,24 @@ pub struct ResponseHeaderRules {
     /// At most one rule per name.
     pub rules: Vec<HeaderRule>,
     pub strip: Vec<NamePattern>,
+}
+
+/// Timeouts and caps toward clients (`clients:` in proxy.yaml).
+#[derive(Clone, Debug)]
+pub struct ClientLimits {
+    /// A request's whole header section must arrive within this.
+    pub header_timeout: Duration,
+    /// Longest wait for each read of a request body.
+    pub body_timeout: Duration,
+    /// Longest wait for each write to a client (a reader that stopped).
+    pub write_timeout: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub keepalive_timeout: Duration,
+    pub max_requests_per_connection: u32,
+    /// Concurrent connections per listener.
+    pub max_connections: usize,
+    /// Concurrent connections per client address (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
 }
 
 /// Bounds on every request, checked before routing.

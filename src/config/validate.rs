@@ -226,6 +226,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         section("request_headers"),
         errs,
     );
+    let clients = super::hardening::check_clients(&doc, section("clients"), errs);
     let shutdown_grace = match section("shutdown_grace") {
         None => DEFAULT_SHUTDOWN_GRACE,
         Some(v) => {
@@ -315,6 +316,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         limiter,
         response_headers,
         requests,
+        clients,
         shutdown_grace,
         trusted_proxies,
         routes,

@@ -327,6 +327,12 @@ impl ProxyHttp for Awning {
         ctx.client_https = ctx.tls
             || (ctx.trusted_peer
                 && request::forwarded_proto_is_https(&session.req_header().headers));
+        let clients = &config.clients;
+        session.set_read_timeout(Some(clients.body_timeout));
+        session.set_write_timeout(Some(clients.write_timeout));
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(clients.keepalive_timeout.as_secs().max(1)));
+        }
         let id = security::request_id(session.req_header(), ctx.trusted_peer);
         if let Err(refusal) = security::check_bounds(session.req_header(), &config.requests) {
             ctx.request_id = Some(id);

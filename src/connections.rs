@@ -1,0 +1,373 @@
+//! Client connections before HTTP: caps on concurrent connections per
+//! listener and per client address, and a total deadline for each request's
+//! header section (slowloris). Pingora times out each read, not the whole
+//! header, so a client sending one byte a second would hold a connection
+//! forever; awning wraps every accepted stream to bound the total.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::config::ClientLimits;
+use crate::metrics;
+
+/// Connections held open right now, per listener port and per client.
+#[derive(Default)]
+struct Counts {
+    per_listener: Mutex<HashMap<u16, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+/// Releases a connection's places in [`Counts`] when the connection ends.
+struct Slot {
+    counts: Arc<Counts>,
+    listener: Option<u16>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(port) = self.listener {
+            release(&mut self.counts.per_listener.lock(), port);
+        }
+        if let Some(ip) = self.ip {
+            release(&mut self.counts.per_ip.lock(), ip);
+        }
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
+    if let Some(n) = map.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// Wraps an application (the proxy) with connection caps and header deadlines.
+pub struct Guarded<A> {
+    inner: Arc<A>,
+    limits: ClientLimits,
+    trusted: Vec<ipnet::IpNet>,
+    counts: Arc<Counts>,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(inner: A, limits: ClientLimits, trusted: Vec<ipnet::IpNet>) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            limits,
+            trusted,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A place for a new connection, or `None` when a cap is reached. Trusted
+    /// proxies carry many customers on few addresses: no per-address cap.
+    fn admit(&self, listener: Option<u16>, ip: Option<IpAddr>) -> Option<Slot> {
+        let ip = ip.map(|ip| ip.to_canonical());
+        let capped_ip = ip.filter(|ip| !self.trusted.iter().any(|n| n.contains(ip)));
+        {
+            let mut per_listener = self.counts.per_listener.lock();
+            if let Some(port) = listener {
+                if per_listener.get(&port).copied().unwrap_or(0) >= self.limits.max_connections {
+                    return None;
+                }
+            }
+            if let Some(ip) = capped_ip {
+                let mut per_ip = self.counts.per_ip.lock();
+                let n = per_ip.entry(ip).or_insert(0);
+                if *n >= self.limits.max_connections_per_ip {
+                    if *n == 0 {
+                        per_ip.remove(&ip);
+                    }
+                    return None;
+                }
+                *n += 1;
+            }
+            if let Some(port) = listener {
+                *per_listener.entry(port).or_insert(0) += 1;
+            }
+        }
+        self.counts.total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            counts: self.counts.clone(),
+            listener,
+            ip: capped_ip,
+        })
+    }
+}
+
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\nretry-after: 1\r\nconnection: close\r\n\r\n503 Service Unavailable\n";
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // A reused keep-alive connection comes back already wrapped.
+        let stream = if stream.as_any().is::<GuardedStream>() {
+            stream
+        } else {
+            let digest = stream.get_socket_digest();
+            let peer = digest
+                .as_ref()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip));
+            let listener = digest.as_ref().and_then(|d| {
+                d.local_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(SocketAddr::port)
+            });
+            let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+            let Some(slot) = self.admit(listener, peer) else {
+                metrics::rejected("too_many_connections");
+                log::info!("refused a connection: connection cap reached");
+                let mut stream = stream;
+                if !h2 {
+                    let _ = stream.write_all(TOO_MANY).await;
+                }
+                Shutdown::shutdown(&mut *stream).await;
+                return None;
+            };
+            // HTTP/2 framing is not scanned; h2's own settings bound it.
+            let deadline = (!h2).then_some(self.limits.header_timeout);
+            Box::new(GuardedStream::new(stream, slot, deadline)) as Stream
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Where a connection is in its request cycle, as far as bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a header section: the deadline runs.
+    Header,
+    /// The header is complete; body bytes and the answer flow.
+    Rest,
+    /// An answer was written; the next byte read starts a new header.
+    Idle,
+}
+
+/// The accepted stream with the header deadline.
+pub struct GuardedStream {
+    inner: Stream,
+    _slot: Slot,
+    header_timeout: Option<Duration>,
+    phase: Phase,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last bytes read, to find a header end split across reads.
+    tail: [u8; 3],
+    tail_len: usize,
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, slot: Slot, header_timeout: Option<Duration>) -> Self {
+        let mut me = Self {
+            inner,
+            _slot: slot,
+            header_timeout,
+            phase: Phase::Header,
+            timer: None,
+            tail: [0; 3],
+            tail_len: 0,
+        };
+        // A new connection must send its first header within the deadline.
+        me.arm();
+        me
+    }
+
+    fn arm(&mut self) {
+        self.phase = Phase::Header;
+        self.tail_len = 0;
+        self.timer = self.header_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
+    }
+
+    /// Looks for the blank line that ends a header section in `bytes`.
+    fn scan(&mut self, bytes: &[u8]) {
+        let mut window: Vec<u8> = Vec::with_capacity(self.tail_len + bytes.len());
+        window.extend_from_slice(&self.tail[..self.tail_len]);
+        window.extend_from_slice(bytes);
+        let ended =
+            window.windows(4).any(|w| w == b"\r\n\r\n") || window.windows(2).any(|w| w == b"\n\n");
+        if ended {
+            self.phase = Phase::Rest;
+            self.timer = None;
+            return;
+        }
+        let keep = window.len().min(3);
+        self.tail[..keep].copy_from_slice(&window[window.len() - keep..]);
+        self.tail_len = keep;
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        if me.phase == Phase::Header {
+            if let Some(timer) = me.timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    metrics::rejected("header_timeout");
+                    log::info!("closed a connection: request header not complete in time");
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request header deadline",
+                    )));
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut me.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let filled = &buf.filled()[before..];
+            if !filled.is_empty() {
+                if me.phase == Phase::Idle {
+                    me.arm();
+                }
+                if me.phase == Phase::Header && me.header_timeout.is_some() {
+                    let bytes = filled.to_vec();
+                    me.scan(&bytes);
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        if me.phase == Phase::Rest {
+            me.phase = Phase::Idle;
+        }
+        Pin::new(&mut me.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        if me.phase == Phase::Rest {
+            me.phase = Phase::Idle;
+        }
+        Pin::new(&mut me.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
