@@ -69,7 +69,8 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
         Awning::new(snapshots.clone(), cache, limiter.clone()),
     );
     let mut server_options = HttpServerOptions::default();
-    server_options.keepalive_request_limit = Some(clients.max_requests_per_connection);
+    // Pingora counts reuses: the first request is not one.
+    server_options.keepalive_request_limit = Some(clients.max_requests_per_connection - 1);
     http_proxy.server_options = Some(server_options);
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)

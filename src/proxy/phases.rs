@@ -687,6 +687,13 @@ impl ProxyHttp for Awning {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if e.esource() == &ErrorSource::Downstream {
+            match e.etype() {
+                ErrorType::WriteTimedout => metrics::rejected("client_write_timeout"),
+                ErrorType::ReadTimedout => metrics::rejected("client_read_timeout"),
+                _ => {}
+            }
+        }
         let status = errors::status_for(e);
         if status > 0 {
             let (mut header, body) = response::error_page(status);
