@@ -294,3 +294,49 @@ fn long_uris_and_oversized_header_sections_are_refused_before_routing() {
     assert_eq!(rejected(&proxy, "too_many_headers"), 1);
     assert_eq!(rejected(&proxy, "headers_too_large"), 1);
 }
+
+#[test]
+fn a_listener_answers_only_for_its_hosts() {
+    let origin = FakeOrigin::fixed("ok");
+    let start = |extra: &str| {
+        ProxyUnderTest::start(
+            Setup::new()
+                .upstream("shop", &[origin.addr()], "")
+                .rules(ALL_TO_SHOP)
+                .listener_hosts(&["shop.example.com", "*.shop.example.com"])
+                .extra(extra),
+        )
+    };
+    let proxy = start("");
+    let to = |host: &str| Request::get("/").host(Some(host)).send(proxy.addr).status;
+    assert_eq!(to("shop.example.com"), 200);
+    assert_eq!(to("www.shop.example.com:8080"), 200);
+    assert_eq!(to("evil.example.net"), 421);
+    assert_eq!(
+        origin.total(),
+        2,
+        "the unknown host never reached the origin"
+    );
+    assert_eq!(rejected(&proxy, "unknown_host"), 1);
+
+    let strict_400 = start("requests: { unknown_host: 400 }\n");
+    let r = Request::get("/")
+        .host(Some("evil.example.net"))
+        .send(strict_400.addr);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn encoded_slashes_are_refused_unless_kept() {
+    let origin = FakeOrigin::fixed("ok");
+    let refusing = proxy(&origin, "");
+    assert_eq!(get(refusing.addr, "/p/ac%2Fdc").status, 400);
+    assert_eq!(rejected(&refusing, "hidden_separator"), 1);
+    let keeping = proxy(&origin, "requests: { encoded_slashes: keep }\n");
+    assert_eq!(get(keeping.addr, "/p/ac%2fdc/./x/..").status, 200);
+    assert_eq!(
+        origin.last().target,
+        "/p/ac%2Fdc/",
+        "normalised, still encoded"
+    );
+}

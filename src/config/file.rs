@@ -35,9 +35,24 @@ pub const RULE_KEYS: &[&str] = &["routes", "warm", "limits"];
 #[serde(deny_unknown_fields)]
 pub struct FileListen {
     #[serde(default)]
-    pub http: Vec<String>,
+    pub http: Vec<FileHttpListener>,
     #[serde(default)]
     pub tls: Vec<FileTlsListener>,
+}
+
+/// `"0.0.0.0:8080"` or `{ addr: "0.0.0.0:8080", hosts: [shop.example.com] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileHttpListener {
+    Addr(String),
+    Full(FileHttpListenerFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttpListenerFull {
+    pub addr: String,
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +61,7 @@ pub struct FileTlsListener {
     pub addr: String,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +176,8 @@ pub struct FileRequestHeaders {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRequests {
+    pub unknown_host: Option<u16>,
+    pub encoded_slashes: Option<FileEncodedSlashes>,
     pub max_uri: Option<HumanSize>,
     pub max_headers: Option<i64>,
     pub max_header_bytes: Option<HumanSize>,
@@ -311,4 +329,11 @@ pub struct FileClients {
     pub max_requests_per_connection: Option<i64>,
     pub max_connections: Option<i64>,
     pub max_connections_per_ip: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncodedSlashes {
+    Reject,
+    Keep,
 }

@@ -157,7 +157,20 @@ pub fn check_requests(
     let file: FileRequests = requests
         .and_then(|v| doc.de(v, &at, errs))
         .unwrap_or_default();
+    let unknown_host = match file.unknown_host {
+        None | Some(421) => 421,
+        Some(400) => 400,
+        Some(n) => {
+            errs.push(doc.at_value(
+                &at.key("unknown_host"),
+                format!("unknown_host {n}: use 421 or 400"),
+            ));
+            421
+        }
+    };
     let mut bounds = RequestBounds {
+        unknown_host,
+        keep_encoded_slashes: file.encoded_slashes == Some(super::file::FileEncodedSlashes::Keep),
         max_uri: DEFAULT_MAX_URI,
         max_headers: DEFAULT_MAX_HEADERS,
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,

@@ -108,6 +108,23 @@ pub struct WarmUrl {
 pub struct Listen {
     pub http: Vec<SocketAddr>,
     pub tls: Vec<TlsListener>,
+    /// Listeners that answer only for some hosts.
+    pub allowed_hosts: Vec<(SocketAddr, Vec<HostMatch>)>,
+}
+
+impl Listen {
+    /// The hosts the listener at `local` answers for (`None`: any). A
+    /// wildcard listener (`0.0.0.0:8080`) is found by its port.
+    pub fn hosts_for(&self, local: SocketAddr) -> Option<&[HostMatch]> {
+        let exact = self.allowed_hosts.iter().find(|(a, _)| *a == local);
+        exact
+            .or_else(|| {
+                self.allowed_hosts
+                    .iter()
+                    .find(|(a, _)| a.ip().is_unspecified() && a.port() == local.port())
+            })
+            .map(|(_, hosts)| hosts.as_slice())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +310,10 @@ pub struct ClientLimits {
 /// Bounds on every request, checked before routing.
 #[derive(Clone, Debug)]
 pub struct RequestBounds {
+    /// Status for a host a listener does not serve: 421 or 400.
+    pub unknown_host: u16,
+    /// Keep `%2F` / `%5C` encoded inside a segment instead of refusing the path.
+    pub keep_encoded_slashes: bool,
     /// Longer request targets get 414.
     pub max_uri: usize,
     /// More header fields get 431.

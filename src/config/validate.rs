@@ -376,9 +376,18 @@ fn check_listen(
         return Listen::default();
     };
     let mut listen = Listen::default();
-    for (i, text) in file.http.iter().enumerate() {
-        if let Some(a) = parse_addr(doc, text, &at.key("http").index(i), taken, errs) {
+    for (i, entry) in file.http.iter().enumerate() {
+        let item = at.key("http").index(i);
+        let (text, hosts, aat) = match entry {
+            FileHttpListener::Addr(a) => (a, None, item.clone()),
+            FileHttpListener::Full(f) => (&f.addr, f.hosts.as_ref(), item.key("addr")),
+        };
+        if let Some(a) = parse_addr(doc, text, &aat, taken, errs) {
             listen.http.push(a);
+            if let Some(hosts) = hosts {
+                let allowed = listener_hosts(doc, hosts, &item.key("hosts"), errs);
+                listen.allowed_hosts.push((a, allowed));
+            }
         }
     }
     for (i, tls) in file.tls.iter().enumerate() {
@@ -390,6 +399,10 @@ fn check_listen(
         check_readable(doc, &key, &item.key("key"), errs);
         if let Some(addr) = addr {
             listen.tls.push(TlsListener { addr, cert, key });
+            if let Some(hosts) = &tls.hosts {
+                let allowed = listener_hosts(doc, hosts, &item.key("hosts"), errs);
+                listen.allowed_hosts.push((addr, allowed));
+            }
         }
     }
     if file.http.is_empty() && file.tls.is_empty() {
@@ -399,6 +412,26 @@ fn check_listen(
         ));
     }
     listen
+}
+
+/// A listener's `hosts:` list.
+fn listener_hosts(
+    doc: &Doc,
+    hosts: &[String],
+    at: &YamlPath,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<HostMatch> {
+    if hosts.is_empty() {
+        errs.push(doc.at(at, "an empty host list answers no request; remove `hosts`"));
+    }
+    let mut out = Vec::new();
+    for (j, h) in hosts.iter().enumerate() {
+        match parse_host_match(h) {
+            Ok(m) => out.push(m),
+            Err(msg) => errs.push(doc.at_value(&at.index(j), msg)),
+        }
+    }
+    out
 }
 
 fn valid_name(name: &str) -> bool {

@@ -255,9 +255,12 @@ fn enable_gzip(session: &mut Session) {
 
 /// The request URI with its path normalised, when that changes it;
 /// `Err` for a path that hides a separator.
-fn normalized_uri(uri: &http::Uri) -> std::result::Result<Option<http::Uri>, ()> {
+fn normalized_uri(
+    uri: &http::Uri,
+    keep_encoded_slashes: bool,
+) -> std::result::Result<Option<http::Uri>, ()> {
     let path = uri.path();
-    let normal = crate::routes::normalize_path(path).ok_or(())?;
+    let normal = crate::routes::normalize_path_with(path, keep_encoded_slashes).ok_or(())?;
     if normal == path {
         return Ok(None);
     }
@@ -315,10 +318,25 @@ impl ProxyHttp for Awning {
         let target = match request::check_target(session.req_header(), session.is_http2()) {
             Ok(t) => t,
             Err(e) => {
-                log::debug!("rejected request target: {}", e.reason());
+                metrics::rejected("bad_target");
+                log::info!("refused a request target: {}", e.reason());
                 return respond(session, ctx, 400, true).await;
             }
         };
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let allowed = local.and_then(|l| ctx.snapshot.config.listen.hosts_for(l));
+        if let Some(hosts) = allowed {
+            let known = target
+                .host
+                .as_deref()
+                .is_some_and(|h| hosts.iter().any(|m| crate::routes::host_matches(m, h)));
+            if !known {
+                metrics::rejected("unknown_host");
+                log::info!("refused a request for a host this listener does not serve");
+                let status = ctx.snapshot.config.requests.unknown_host;
+                return respond(session, ctx, status, true).await;
+            }
+        }
         let peer = peer_ip(session);
         let config = &ctx.snapshot.config;
         ctx.trusted_peer =
@@ -349,10 +367,15 @@ impl ProxyHttp for Awning {
             session.req_header_mut().set_uri(uri);
         }
         // Routing, the cache key and the origin all see the normalised path.
-        match normalized_uri(&session.req_header().uri) {
+        let keep_slashes = ctx.snapshot.config.requests.keep_encoded_slashes;
+        match normalized_uri(&session.req_header().uri, keep_slashes) {
             Ok(Some(uri)) => session.req_header_mut().set_uri(uri),
             Ok(None) => {}
-            Err(()) => return respond(session, ctx, 400, true).await,
+            Err(()) => {
+                metrics::rejected("hidden_separator");
+                log::info!("refused a path with an encoded separator");
+                return respond(session, ctx, 400, true).await;
+            }
         }
         let req = session.req_header();
         let found = ctx.snapshot.routes.find(Target {

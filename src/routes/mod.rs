@@ -5,7 +5,7 @@ mod normalize;
 
 use http::Method;
 
-pub use normalize::normalize_path;
+pub use normalize::{normalize_path, normalize_path_with};
 
 use crate::config::{HostMatch, PathMatch, Route};
 
@@ -66,7 +66,8 @@ fn route_matches(route: &Route, t: Target<'_>) -> bool {
     path_matches(&route.path, t.path)
 }
 
-fn host_matches(pattern: &HostMatch, host: &str) -> bool {
+/// Whether `host` is what `pattern` names.
+pub fn host_matches(pattern: &HostMatch, host: &str) -> bool {
     match pattern {
         HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
         HostMatch::Suffix(suffix) => {

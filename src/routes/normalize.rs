@@ -48,7 +48,19 @@ fn hides_separator(path: &str) -> bool {
 /// parameters removed from each segment, empty segments merged, `.` and `..`
 /// resolved. `None` for a path that hides a separator (refused with 400).
 pub fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
-    if hides_separator(path) {
+    normalize_path_with(path, false)
+}
+
+/// [`normalize_path`], or with `keep_encoded_slashes` an encoded `/` or `\`
+/// stays encoded inside its segment (for shops whose slugs contain them);
+/// a raw `\` is refused either way.
+pub fn normalize_path_with(path: &str, keep_encoded_slashes: bool) -> Option<Cow<'_, str>> {
+    let hidden = if keep_encoded_slashes {
+        path.contains('\\')
+    } else {
+        hides_separator(path)
+    };
+    if hidden {
         return None;
     }
     if is_plain(path) {
@@ -142,6 +154,19 @@ mod tests {
         ] {
             assert_eq!(normalize_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn encoded_separators_can_be_kept_inside_their_segment() {
+        assert_eq!(
+            normalize_path_with("/p/ac%2fdc/../x", true).as_deref(),
+            Some("/p/x")
+        );
+        assert_eq!(
+            normalize_path_with("/p/ac%2fdc", true).as_deref(),
+            Some("/p/ac%2Fdc")
+        );
+        assert_eq!(normalize_path_with("/a\\b", true), None);
     }
 
     #[test]

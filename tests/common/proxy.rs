@@ -51,6 +51,7 @@ pub struct Setup {
     subcommand: Vec<String>,
     tls: Option<(PathBuf, PathBuf)>,
     token_file: Option<PathBuf>,
+    listener_hosts: Option<Vec<String>>,
 }
 
 impl Setup {
@@ -75,6 +76,11 @@ impl Setup {
     pub fn extra(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
+        self
+    }
+    /// The HTTP listener answers only for these hosts.
+    pub fn listener_hosts(mut self, hosts: &[&str]) -> Self {
+        self.listener_hosts = Some(hosts.iter().map(|h| h.to_string()).collect());
         self
     }
     /// Protects the admin API with this token file.
@@ -128,8 +134,19 @@ impl ProxyUnderTest {
             .as_ref()
             .map(|p| format!("  token_file: \"{}\"\n", p.display()))
             .unwrap_or_default();
+        let http_yaml = match &setup.listener_hosts {
+            Some(hosts) => format!(
+                "{{ addr: \"{addr}\", hosts: [{}] }}",
+                hosts
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!("\"{addr}\""),
+        };
         let mut yaml = format!(
-            "threads: 2\nlisten:\n  http: [\"{addr}\"]\n{tls_yaml}admin:\n  listen: \"{admin}\"\n{token_yaml}metrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
+            "threads: 2\nlisten:\n  http: [{http_yaml}]\n{tls_yaml}admin:\n  listen: \"{admin}\"\n{token_yaml}metrics:\n  listen: \"{metrics}\"\nshutdown_grace: 5s\nrules: [\"rules/*.yaml\"]\nupstreams:\n"
         );
         for (name, servers, settings) in &setup.upstreams {
             let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
