@@ -340,3 +340,13 @@ fn encoded_slashes_are_refused_unless_kept() {
         "normalised, still encoded"
     );
 }
+
+#[test]
+fn bodies_are_bounded_by_default_on_every_route() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin, "requests: { max_body: 64KiB }\n");
+    let r = Request::post("/upload", &[b'x'; 65 * 1024]).send(proxy.addr);
+    assert_eq!(r.status, 413);
+    let r = Request::post("/upload", &[b'x'; 60 * 1024]).send(proxy.addr);
+    assert_eq!(r.status, 200);
+}

@@ -48,7 +48,9 @@ fn warmed_proxy(origin: &FakeOrigin) -> ProxyUnderTest {
     let proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
-            .rules(ALL_TO_SHOP),
+            .rules(ALL_TO_SHOP)
+            // Above the 16 MiB default for the 100 MiB upload.
+            .extra("requests: { max_body: 1GiB }"),
     );
     // Warm up buffers and pools so the baseline is the steady state.
     for _ in 0..3 {

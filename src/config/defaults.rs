@@ -105,3 +105,6 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// HTTP/2 decoded header list size (nginx: `large_client_header_buffers`, 32 KiB).
 pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// Largest request body on routes that set no `allow.max_body` (nginx
+/// `client_max_body_size`: 1 MiB, too small for a shop's image uploads).
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;

@@ -179,6 +179,7 @@ pub struct FileRequests {
     pub unknown_host: Option<u16>,
     pub encoded_slashes: Option<FileEncodedSlashes>,
     pub max_uri: Option<HumanSize>,
+    pub max_body: Option<HumanSize>,
     pub max_headers: Option<i64>,
     pub max_header_bytes: Option<HumanSize>,
 }

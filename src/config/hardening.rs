@@ -171,6 +171,7 @@ pub fn check_requests(
     let mut bounds = RequestBounds {
         unknown_host,
         keep_encoded_slashes: file.encoded_slashes == Some(super::file::FileEncodedSlashes::Keep),
+        max_body: file.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0),
         max_uri: DEFAULT_MAX_URI,
         max_headers: DEFAULT_MAX_HEADERS,
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,

@@ -240,7 +240,7 @@ pub struct Route {
 pub struct Allow {
     /// Other methods get 405 with `Allow`.
     pub methods: Option<Vec<http::Method>>,
-    /// Larger bodies get 413.
+    /// Larger bodies get 413 (`requests.max_body` when the route sets none).
     pub max_body: Option<u64>,
     /// Media types (`application/json`, or `text/*`) a body may have; others get 415.
     pub content_types: Option<Vec<String>>,
@@ -314,6 +314,8 @@ pub struct RequestBounds {
     pub unknown_host: u16,
     /// Keep `%2F` / `%5C` encoded inside a segment instead of refusing the path.
     pub keep_encoded_slashes: bool,
+    /// Larger request bodies get 413 on routes without their own `allow.max_body`.
+    pub max_body: u64,
     /// Longer request targets get 414.
     pub max_uri: usize,
     /// More header fields get 431.

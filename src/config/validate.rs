@@ -303,6 +303,10 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         check_warm(rule_doc, &listen, &mut warm, errs);
     }
 
+    for route in &mut routes {
+        route.allow.max_body.get_or_insert(requests.max_body);
+    }
+
     Some(Config {
         source: path.to_path_buf(),
         rule_files,

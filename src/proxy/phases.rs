@@ -683,7 +683,7 @@ impl ProxyHttp for Awning {
                 metrics::rejected(Refusal::BodyTooLarge.reason());
                 Error::e_explain(
                     ErrorType::HTTPStatus(413),
-                    "request body larger than the route's max_body",
+                    "request body larger than max_body",
                 )
             }
             _ => Ok(()),
