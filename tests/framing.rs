@@ -177,3 +177,41 @@ fn a_body_sent_to_a_request_awning_answers_itself_is_never_a_request() {
         assert_eq!(origin.count("/canary"), 0, "{head}");
     }
 }
+
+#[test]
+fn a_body_sent_with_a_request_answered_from_cache_is_never_a_request() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .rules(
+                "routes:\n  - name: cached\n    match: { prefix: \"/c\" }\n    upstream: shop\n    cache: { mode: override, ttl: 10m }\n",
+            ),
+    );
+    assert_eq!(get(proxy.addr, "/c").status, 200);
+    let bytes = format!(
+        "GET /c HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n{CANARY}",
+        CANARY.len()
+    );
+    let raw = exchange_or_idle(proxy.addr, bytes.as_bytes());
+    assert_eq!(statuses(&raw), vec![200], "one answer only: {raw:?}");
+    assert_eq!(origin.count("/canary"), 0);
+    assert_eq!(origin.count("/c"), 1, "answered from the cache");
+}
+
+/// Like [`exchange`], but a connection kept open after the answer is fine:
+/// what matters is that no second answer comes.
+fn exchange_or_idle(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
