@@ -279,8 +279,10 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let me = self.get_mut();
-        if me.phase == Phase::Rest {
+        if me.phase != Phase::Idle {
+            count_parser_refusal(buf);
             me.phase = Phase::Idle;
+            me.timer = None;
         }
         Pin::new(&mut me.inner).poll_write(cx, buf)
     }
@@ -299,14 +301,39 @@ impl AsyncWrite for GuardedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let me = self.get_mut();
-        if me.phase == Phase::Rest {
+        if me.phase != Phase::Idle {
+            if let Some(first) = bufs.first() {
+                count_parser_refusal(first);
+            }
             me.phase = Phase::Idle;
+            me.timer = None;
         }
         Pin::new(&mut me.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Pingora answers a header its parser refuses (obs-fold, a space before a
+/// colon, control bytes in a value, ...) with a bare 400 before awning sees
+/// the request. awning's own answers always carry `X-Content-Type-Options`,
+/// so a 400 without it, as the first write of an answer, is the parser's.
+fn count_parser_refusal(head: &[u8]) {
+    let is_400 = head.starts_with(b"HTTP/1.1 400 ") || head.starts_with(b"HTTP/1.0 400 ");
+    if is_400 {
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(head.len());
+        let ours = head[..end]
+            .windows(22)
+            .any(|w| w.eq_ignore_ascii_case(b"x-content-type-options"));
+        if !ours {
+            metrics::rejected("malformed_header");
+            log::info!("refused a request whose header does not parse");
+        }
     }
 }
 
