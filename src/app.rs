@@ -56,6 +56,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let listen = config.listen.clone();
     let config_clients = config.clients.clone();
     let trusted_proxies = config.trusted_proxies.clone();
+    let ipv6_prefix = config.limiter.ipv6_prefix;
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
     let cache = CacheEngine::new(&config.cache);
@@ -71,6 +72,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let mut server_options = HttpServerOptions::default();
     // Pingora counts reuses: the first request is not one.
     server_options.keepalive_request_limit = Some(clients.max_requests_per_connection - 1);
+    server_options.h2_idle_timeout = Some(clients.keepalive_timeout);
     http_proxy.server_options = Some(server_options);
     let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
@@ -78,7 +80,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     http_proxy.h2_options = Some(h2);
     let mut proxy = Service::new(
         "awning proxy".to_string(),
-        Guarded::new(http_proxy, clients, trusted_proxies),
+        Guarded::new(http_proxy, clients, trusted_proxies, ipv6_prefix),
     );
     for addr in &listen.http {
         proxy.add_tcp(&addr.to_string());

@@ -70,15 +70,23 @@ pub struct Guarded<A> {
     inner: Arc<A>,
     limits: ClientLimits,
     trusted: Vec<ipnet::IpNet>,
+    /// IPv6 clients are counted per prefix, as the rate limiter keys them.
+    ipv6_prefix: u8,
     counts: Arc<Counts>,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(inner: A, limits: ClientLimits, trusted: Vec<ipnet::IpNet>) -> Self {
+    pub fn new(
+        inner: A,
+        limits: ClientLimits,
+        trusted: Vec<ipnet::IpNet>,
+        ipv6_prefix: u8,
+    ) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
             trusted,
+            ipv6_prefix,
             counts: Arc::default(),
         }
     }
@@ -87,7 +95,9 @@ impl<A> Guarded<A> {
     /// proxies carry many customers on few addresses: no per-address cap.
     fn admit(&self, listener: Option<u16>, ip: Option<IpAddr>) -> Option<Slot> {
         let ip = ip.map(|ip| ip.to_canonical());
-        let capped_ip = ip.filter(|ip| !self.trusted.iter().any(|n| n.contains(ip)));
+        let capped_ip = ip
+            .filter(|ip| !self.trusted.iter().any(|n| n.contains(ip)))
+            .map(|ip| crate::limits::ip_key(ip, self.ipv6_prefix));
         {
             let mut per_listener = self.counts.per_listener.lock();
             if let Some(port) = listener {
@@ -152,9 +162,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 Shutdown::shutdown(&mut *stream).await;
                 return None;
             };
-            // HTTP/2 framing is not scanned; h2's own settings bound it.
-            let deadline = (!h2).then_some(self.limits.header_timeout);
-            Box::new(GuardedStream::new(stream, slot, deadline)) as Stream
+            let deadline = Some(self.limits.header_timeout);
+            Box::new(GuardedStream::new(stream, slot, deadline, h2)) as Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -180,8 +189,15 @@ pub struct GuardedStream {
     inner: Stream,
     _slot: Slot,
     header_timeout: Option<Duration>,
+    /// HTTP/2 (by ALPN): only its preface, which ends in a blank line, is
+    /// held to the deadline; after it, frames flow and h2's own idle timeout
+    /// applies.
+    h2: bool,
     phase: Phase,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A byte other than CR/LF was read for this header: before one, blank
+    /// lines are skipped (as the parser does) and do not end anything.
+    started: bool,
     /// The last bytes read, to find a header end split across reads.
     tail: [u8; 3],
     tail_len: usize,
@@ -196,13 +212,15 @@ impl fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, slot: Slot, header_timeout: Option<Duration>) -> Self {
+    fn new(inner: Stream, slot: Slot, header_timeout: Option<Duration>, h2: bool) -> Self {
         let mut me = Self {
             inner,
             _slot: slot,
             header_timeout,
+            h2,
             phase: Phase::Header,
             timer: None,
+            started: false,
             tail: [0; 3],
             tail_len: 0,
         };
@@ -213,12 +231,24 @@ impl GuardedStream {
 
     fn arm(&mut self) {
         self.phase = Phase::Header;
+        self.started = false;
         self.tail_len = 0;
         self.timer = self.header_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
     }
 
     /// Looks for the blank line that ends a header section in `bytes`.
     fn scan(&mut self, bytes: &[u8]) {
+        let bytes = if self.started {
+            bytes
+        } else {
+            match bytes.iter().position(|b| !matches!(b, b'\r' | b'\n')) {
+                Some(first) => {
+                    self.started = true;
+                    &bytes[first..]
+                }
+                None => return,
+            }
+        };
         let mut window: Vec<u8> = Vec::with_capacity(self.tail_len + bytes.len());
         window.extend_from_slice(&self.tail[..self.tail_len]);
         window.extend_from_slice(bytes);
@@ -232,6 +262,24 @@ impl GuardedStream {
         let keep = window.len().min(3);
         self.tail[..keep].copy_from_slice(&window[window.len() - keep..]);
         self.tail_len = keep;
+    }
+}
+
+impl GuardedStream {
+    /// An answer starts: the next request's header comes after it. Interim
+    /// answers (`100 Continue`) come before the body, not after it.
+    fn on_write(&mut self, buf: &[u8]) {
+        if self.h2 || self.phase == Phase::Idle {
+            return;
+        }
+        let interim =
+            buf.len() > 9 && (buf.starts_with(b"HTTP/1.1 1") || buf.starts_with(b"HTTP/1.0 1"));
+        if interim {
+            return;
+        }
+        count_parser_refusal(buf);
+        self.phase = Phase::Idle;
+        self.timer = None;
     }
 }
 
@@ -279,11 +327,7 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let me = self.get_mut();
-        if me.phase != Phase::Idle {
-            count_parser_refusal(buf);
-            me.phase = Phase::Idle;
-            me.timer = None;
-        }
+        me.on_write(buf);
         Pin::new(&mut me.inner).poll_write(cx, buf)
     }
 
@@ -301,12 +345,8 @@ impl AsyncWrite for GuardedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let me = self.get_mut();
-        if me.phase != Phase::Idle {
-            if let Some(first) = bufs.first() {
-                count_parser_refusal(first);
-            }
-            me.phase = Phase::Idle;
-            me.timer = None;
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            me.on_write(first);
         }
         Pin::new(&mut me.inner).poll_write_vectored(cx, bufs)
     }

@@ -213,3 +213,51 @@ fn trusted_proxies_are_not_capped_per_address_but_the_listener_is() {
     let refused = String::from_utf8_lossy(&read_to_close(&mut over)).into_owned();
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
 }
+
+#[test]
+fn blank_lines_before_a_request_do_not_stop_the_header_deadline() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin, "header_timeout: 1s", "");
+    let mut slow = TcpStream::connect(proxy.addr).unwrap();
+    // Parsers skip leading blank lines; they must not count as a header end.
+    slow.write_all(b"\r\n\r\n\r\nGET /slow HTTP/1.1\r\n")
+        .unwrap();
+    let started = Instant::now();
+    for byte in b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if slow.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    read_to_close(&mut slow);
+    assert_eq!(origin.count("/slow"), 0);
+    assert_eq!(metric(&proxy, "header_timeout"), 1);
+}
+
+#[test]
+fn a_body_slower_than_the_header_deadline_is_not_cut() {
+    let origin = FakeOrigin::fixed("ok");
+    let proxy = proxy(&origin, "header_timeout: 1s", "");
+    let s = TcpStream::connect(proxy.addr).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let mut reader = BufReader::new(s);
+    // The second request on the connection, with `Expect: 100-continue`: the
+    // interim answer must not restart the header clock on the body.
+    keepalive_request(&mut writer, "/first");
+    assert_eq!(
+        common::client::read_response(&mut reader, false, true).status,
+        200
+    );
+    writer
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: shop.test\r\nExpect: 100-continue\r\nContent-Length: 20\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let interim = common::client::read_response(&mut reader, false, true);
+    assert_eq!(interim.status, 100);
+    for _ in 0..20 {
+        writer.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = common::client::read_response(&mut reader, false, true);
+    assert_eq!(done.status, 200, "a 2 s body under a 1 s header deadline");
+    assert_eq!(metric(&proxy, "header_timeout"), 0);
+}

@@ -228,7 +228,7 @@ fn a_route_refuses_other_methods_bodies_too_large_and_foreign_types() {
 
     let r = Request::new("PUT", "/api/auth/login").send(proxy.addr);
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
 
     let r = json(&[b'x'; 2048]).send(proxy.addr);
     assert_eq!(r.status, 413, "Content-Length above max_body");

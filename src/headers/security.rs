@@ -120,7 +120,9 @@ fn has_body(req: &RequestHeader) -> bool {
 /// What a route allows: method, declared body size, body media type.
 pub fn check_allow(req: &RequestHeader, allow: &Allow) -> Result<(), Refusal> {
     if let Some(methods) = &allow.methods {
-        if !methods.contains(&req.method) {
+        // HEAD is GET without the body: allowed wherever GET is.
+        let head_as_get = req.method == http::Method::HEAD && methods.contains(&http::Method::GET);
+        if !methods.contains(&req.method) && !head_as_get {
             return Err(Refusal::MethodNotAllowed);
         }
     }
@@ -157,13 +159,15 @@ pub fn check_allow(req: &RequestHeader, allow: &Allow) -> Result<(), Refusal> {
 
 /// The `Allow` value for a 405.
 pub fn allow_value(allow: &Allow) -> String {
-    allow
-        .methods
-        .iter()
-        .flatten()
-        .map(|m| m.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    let methods = allow.methods.as_deref().unwrap_or_default();
+    let mut names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+    if methods.contains(&http::Method::GET) && !methods.contains(&http::Method::HEAD) {
+        names.insert(
+            names.iter().position(|m| *m == "GET").map_or(0, |i| i + 1),
+            "HEAD",
+        );
+    }
+    names.join(", ")
 }
 
 /// The request's id: a trusted proxy's `X-Request-Id` when it is sane (so
@@ -272,6 +276,7 @@ mod tests {
         };
         assert_eq!(req("GET", None, None), Ok(()));
         assert_eq!(req("PUT", None, None), Err(Refusal::MethodNotAllowed));
+        assert_eq!(req("HEAD", None, None), Ok(()), "HEAD goes with GET");
         assert_eq!(
             req("POST", Some("101"), Some("application/json")),
             Err(Refusal::BodyTooLarge)
@@ -290,7 +295,7 @@ mod tests {
             Err(Refusal::UnsupportedMediaType)
         );
         assert_eq!(req("POST", Some("0"), None), Ok(()), "no body, no type");
-        assert_eq!(allow_value(&allow), "GET, POST");
+        assert_eq!(allow_value(&allow), "GET, HEAD, POST");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{AsyncConnectionConfig, RedisResult, Script, ScriptInvocation};
 use tokio::sync::Notify;
@@ -68,7 +69,15 @@ impl Conn {
         let cmd = redis::cmd("PING");
         match self {
             Conn::Single(c) => cmd.query_async(c).await,
-            Conn::Cluster(c) => cmd.query_async(c).await,
+            // One primary: a plain PING goes to all of them, and one shard
+            // failing over must not take the whole tier out.
+            Conn::Cluster(c) => c
+                .route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
+                .map(drop),
         }
     }
 }
@@ -118,6 +127,7 @@ impl SharedTier {
         let Some(conn) = self.conn.load_full() else {
             return Err(Failure::Unavailable);
         };
+        let used = Some(conn.clone());
         let mut conn = (*conn).clone();
         let bucket = format!("awning:rl:{{{policy}:{key}}}");
         let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX / 4)) as u64;
@@ -150,6 +160,17 @@ impl SharedTier {
             }
             Ok(Err(e)) => {
                 self.log_trouble(&e.to_string());
+                // A key-level answer (TRYAGAIN, CLUSTERDOWN on one slot, ...)
+                // says nothing of the connection; a broken connection or a
+                // primary turned replica (Sentinel failover) does.
+                let broken = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+                if !broken {
+                    return Err(Failure::Error);
+                }
                 Failure::Error
             }
             Err(_) => {
@@ -168,7 +189,9 @@ impl SharedTier {
         };
         // Later decisions go local at once instead of each waiting out the
         // budget; the background task reconnects.
-        self.conn.store(None);
+        // Only the connection this decision used: the background task may
+        // have installed a new one meanwhile.
+        self.conn.compare_and_swap(&used, None);
         self.trouble.notify_one();
         Err(failure)
     }

@@ -240,6 +240,13 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(Received, bool)> {
     parsed.parse(&head).ok()?;
     let headers = owned_headers(parsed.headers);
     let get = |n: &str| header_value(&headers, n);
+    // As Node does: a client waiting for permission gets `100 Continue`.
+    if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        reader
+            .get_mut()
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .ok()?;
+    }
     let chunked =
         get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body_len = if chunked {
