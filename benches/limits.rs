@@ -107,6 +107,7 @@ fn shared_decision(c: &mut Criterion) {
         servers: RedisServers::Standalone(format!("redis://127.0.0.1:{port}")),
         timeout: Duration::from_millis(50),
         expected_nodes: 1,
+        key_seed: 0,
     };
     let limiter = Limiter::new(&SETTINGS, Some(&redis));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -93,8 +93,15 @@ fn wait_connected(proxy: &ProxyUnderTest) {
 fn two_nodes_share_one_budget() {
     let redis = RedisServer::start();
     let origin = FakeOrigin::fixed("ok");
-    let a = node(&origin, &redis.yaml(BUDGET));
-    let b = node(&origin, &redis.yaml(BUDGET));
+    // Both nodes seed the key hash with the same secret.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "cluster-secret\n").unwrap();
+    let yaml = redis.yaml(&format!(
+        "{BUDGET}, key_secret_file: \"{}\"",
+        secret.path().display()
+    ));
+    let a = node(&origin, &yaml);
+    let b = node(&origin, &yaml);
     wait_connected(&a);
     wait_connected(&b);
     let barrier = Arc::new(Barrier::new(40));
@@ -122,6 +129,11 @@ fn two_nodes_share_one_budget() {
     let allowed =
         "awning_ratelimit_decisions_total{policy=\"team\",result=\"allowed\",tier=\"shared\"}";
     assert_eq!(metric(&a, allowed) + metric(&b, allowed), 10.0);
+    let keys = redis.command_full(&["KEYS", "awning:rl:*"]).unwrap();
+    assert!(
+        !keys.contains("one-team"),
+        "raw key values never reach Redis: {keys}"
+    );
 }
 
 #[test]

@@ -108,6 +108,7 @@ pub struct FileRedis {
     pub sentinel: Option<FileSentinel>,
     pub timeout: Option<HumanDuration>,
     pub expected_nodes: Option<i64>,
+    pub key_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -179,6 +179,9 @@ pub struct Redis {
     /// awning nodes sharing the limits; a node on its own (Redis down) allows
     /// each key this share of a shared policy.
     pub expected_nodes: u32,
+    /// Seeds the hash of shared keys (the same on every node), so that key
+    /// values cannot be recovered from Redis by trying them all.
+    pub key_seed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -216,7 +216,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let admin = check_admin(&doc, &base, section("admin"), &mut taken, errs);
     let metrics = check_metrics(&doc, section("metrics"), &mut taken, errs);
     let cache = check_cache(&doc, section("cache"), errs);
-    let redis = section("redis").and_then(|v| check_redis(&doc, v, errs));
+    let redis = section("redis").and_then(|v| check_redis(&doc, &base, v, errs));
     let limiter = check_limiter(&doc, section("limiter"), errs);
     let response_headers =
         super::hardening::check_response_headers(&doc, section("response_headers"), errs);
@@ -865,7 +865,7 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 }
 
 /// `redis:` in proxy.yaml: exactly one of `url`, `cluster`, `sentinel`.
-fn check_redis(doc: &Doc, v: &Value, errs: &mut Vec<ConfigError>) -> Option<Redis> {
+fn check_redis(doc: &Doc, base: &Path, v: &Value, errs: &mut Vec<ConfigError>) -> Option<Redis> {
     let at = YamlPath::root().key("redis");
     let r: FileRedis = doc.de(v, &at, errs)?;
     let before = errs.len();
@@ -937,10 +937,36 @@ fn check_redis(doc: &Doc, v: &Value, errs: &mut Vec<ConfigError>) -> Option<Redi
             1
         }
     };
+    let key_seed = match &r.key_secret_file {
+        None => 0,
+        Some(p) => {
+            let path = resolve(base, p);
+            match std::fs::read(&path) {
+                Ok(secret) if !secret.trim_ascii().is_empty() => {
+                    xxhash_rust::xxh3::xxh3_64(secret.trim_ascii())
+                }
+                Ok(_) => {
+                    errs.push(doc.at_value(
+                        &at.key("key_secret_file"),
+                        format!("{} is empty", path.display()),
+                    ));
+                    0
+                }
+                Err(e) => {
+                    errs.push(doc.at_value(
+                        &at.key("key_secret_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                    0
+                }
+            }
+        }
+    };
     (errs.len() == before).then_some(Redis {
         servers,
         timeout,
         expected_nodes,
+        key_seed,
     })
 }
 

@@ -57,6 +57,7 @@ pub struct Limiter {
     local: LocalTier,
     shared: Option<Arc<SharedTier>>,
     expected_nodes: u32,
+    key_seed: u64,
     ipv6_prefix: u8,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -121,6 +122,7 @@ impl Limiter {
             local: LocalTier::new(settings.table_size),
             shared: redis.map(|r| Arc::new(SharedTier::new(r))),
             expected_nodes: redis.map_or(1, |r| r.expected_nodes),
+            key_seed: redis.map_or(0, |r| r.key_seed),
             ipv6_prefix: settings.ipv6_prefix,
             hasher: Default::default(),
         }
@@ -219,10 +221,11 @@ impl Limiter {
         h.finish()
     }
 
-    /// The key a shared policy uses in Redis: the same on every node (an
-    /// unseeded 128-bit hash, hex), never the raw values.
+    /// The key a shared policy uses in Redis: the same on every node (a
+    /// 128-bit hash, hex, seeded by `redis.key_secret_file`), never the raw
+    /// values.
     pub fn shared_key(&self, policy: &LimitPolicy, src: KeySource<'_>) -> String {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.key_seed);
         self.write_key(policy, src, &mut h);
         format!("{:032x}", h.digest128())
     }
@@ -409,6 +412,32 @@ mod tests {
             assert!(l.decide_locally(&p, src).allowed, "a new client is allowed");
         }
         assert!(l.keys() <= settings.table_size, "{} keys held", l.keys());
+    }
+
+    #[test]
+    fn shared_keys_agree_across_nodes_and_depend_on_the_secret() {
+        let settings = LimiterSettings {
+            table_size: 1000,
+            ipv6_prefix: 64,
+            json_body: false,
+        };
+        let redis = |key_seed| Redis {
+            servers: crate::config::RedisServers::Standalone("redis://x".into()),
+            timeout: Duration::from_millis(5),
+            expected_nodes: 1,
+            key_seed,
+        };
+        let headers = HeaderMap::new();
+        let src = KeySource {
+            client_ip: Some("192.0.2.1".parse().unwrap()),
+            route: "r",
+            headers: &headers,
+        };
+        let p = policy(vec![LimitKey::ClientIp]);
+        let key = |seed| Limiter::new(&settings, Some(&redis(seed))).shared_key(&p, src);
+        assert_eq!(key(7), key(7), "two nodes, one secret: one key");
+        assert_ne!(key(7), key(8));
+        assert_eq!(key(7).len(), 32);
     }
 
     #[test]
