@@ -19,6 +19,7 @@ use crate::connections::Guarded;
 use crate::lifecycle;
 use crate::limits::shared::SharedTier;
 use crate::limits::Limiter;
+use crate::metrics::access_log::AccessLogger;
 use crate::proxy::Awning;
 use crate::snapshot::{self, Snapshot};
 
@@ -55,6 +56,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     let listen = config.listen.clone();
     let config_clients = config.clients.clone();
+    let config_access_log = config.access_log.clone();
     let trusted_proxies = config.trusted_proxies.clone();
     let ipv6_prefix = config.limiter.ipv6_prefix;
     let admin_listen = config.admin.listen;
@@ -65,9 +67,16 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
     let clients = config_clients;
+    let access_log = match AccessLogger::new(&config_access_log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot open the access log: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     let mut http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        Awning::new(snapshots.clone(), cache, limiter.clone()),
+        Awning::new(snapshots.clone(), cache, limiter.clone(), access_log),
     );
     let mut server_options = HttpServerOptions::default();
     // Pingora counts reuses: the first request is not one.

@@ -18,6 +18,19 @@ pub struct Outcome {
     pub collapsed: bool,
 }
 
+/// One word for what the cache did, for logs and metric labels.
+pub fn label(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "hit",
+        CachePhase::StaleUpdating => "stale",
+        CachePhase::Stale => "stale_if_error",
+        CachePhase::Miss => "miss",
+        CachePhase::Expired => "expired",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        _ => "bypass",
+    }
+}
+
 /// Remaining freshness of an object, in whole seconds.
 pub fn ttl_of(fresh_until: SystemTime, now: SystemTime) -> i64 {
     match fresh_until.duration_since(now) {

@@ -26,6 +26,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "request_headers",
     "requests",
     "clients",
+    "access_log",
 ];
 
 /// Top-level keys of a rule file.
@@ -338,4 +339,14 @@ pub struct FileClients {
 pub enum FileEncodedSlashes {
     Reject,
     Keep,
+}
+
+/// `access_log:` in proxy.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    /// `stdout`, `stderr`, `off` or a file path.
+    pub to: Option<String>,
+    pub query: Option<bool>,
+    pub hit_sample: Option<f64>,
 }

@@ -1,14 +1,18 @@
 //! The edge-hardening settings: response security headers and leak
-//! stripping, request header hygiene, request bounds and per-route `allow`.
+//! stripping, request header hygiene, request bounds and per-route `allow`,
+//! client timeouts and caps, and the access log.
 
 use serde_yaml::Value;
 
 use super::defaults::*;
 use super::error::{ConfigError, YamlPath};
-use super::file::{FileAllow, FileClients, FileHeaderRules, FileRequestHeaders, FileRequests};
+use super::file::{
+    FileAccessLog, FileAllow, FileClients, FileHeaderRules, FileRequestHeaders, FileRequests,
+};
 use super::validate::Doc;
 use super::{
-    Allow, ClientLimits, HeaderMode, HeaderRule, NamePattern, RequestBounds, ResponseHeaderRules,
+    AccessLog, Allow, ClientLimits, HeaderMode, HeaderRule, LogSink, NamePattern, RequestBounds,
+    ResponseHeaderRules,
 };
 
 /// `x-powered-by` or `x-nextjs-*`.
@@ -339,5 +343,51 @@ pub fn check_clients(
             DEFAULT_MAX_CONNECTIONS_PER_IP,
             100_000,
         ),
+    }
+}
+
+/// `access_log:` in proxy.yaml (default: stdout, no query, every hit).
+pub fn check_access_log(
+    doc: &Doc,
+    base: &std::path::Path,
+    value: Option<&Value>,
+    errs: &mut Vec<ConfigError>,
+) -> AccessLog {
+    let at = YamlPath::root().key("access_log");
+    let file: FileAccessLog = value.and_then(|v| doc.de(v, &at, errs)).unwrap_or_default();
+    let to = match file.to.as_deref() {
+        None | Some("stdout") => LogSink::Stdout,
+        Some("stderr") => LogSink::Stderr,
+        Some("off") => LogSink::Off,
+        Some(path) => {
+            let path = base.join(path);
+            let writable = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path);
+            if let Err(e) = writable {
+                errs.push(doc.at_value(
+                    &at.key("to"),
+                    format!("cannot write {}: {e}", path.display()),
+                ));
+            }
+            LogSink::File(path)
+        }
+    };
+    let hit_sample = match file.hit_sample {
+        None => 1.0,
+        Some(r) if (0.0..=1.0).contains(&r) => r,
+        Some(r) => {
+            errs.push(doc.at_value(
+                &at.key("hit_sample"),
+                format!("hit_sample {r}: use a share from 0.0 to 1.0"),
+            ));
+            1.0
+        }
+    };
+    AccessLog {
+        to,
+        query: file.query.unwrap_or(false),
+        hit_sample,
     }
 }

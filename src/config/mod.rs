@@ -40,6 +40,7 @@ pub struct Config {
     pub response_headers: ResponseHeaderRules,
     pub requests: RequestBounds,
     pub clients: ClientLimits,
+    pub access_log: AccessLog,
     /// How long SIGTERM waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Peers whose forwarding headers are believed (load balancers, CDNs).
@@ -290,6 +291,25 @@ pub struct ResponseHeaderRules {
     /// At most one rule per name.
     pub rules: Vec<HeaderRule>,
     pub strip: Vec<NamePattern>,
+}
+
+/// Where access-log lines go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogSink {
+    Off,
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// `access_log:` in proxy.yaml: one JSON line per request.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    pub to: LogSink,
+    /// Log the query string (off: it may carry personal data).
+    pub query: bool,
+    /// Share of successful cache hits logged (errors and misses always are).
+    pub hit_sample: f64,
 }
 
 /// Timeouts and caps toward clients (`clients:` in proxy.yaml).

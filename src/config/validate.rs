@@ -227,6 +227,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         errs,
     );
     let clients = super::hardening::check_clients(&doc, section("clients"), errs);
+    let access_log = super::hardening::check_access_log(&doc, &base, section("access_log"), errs);
     let shutdown_grace = match section("shutdown_grace") {
         None => DEFAULT_SHUTDOWN_GRACE,
         Some(v) => {
@@ -321,6 +322,7 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         response_headers,
         requests,
         clients,
+        access_log,
         shutdown_grace,
         trusted_proxies,
         routes,

@@ -1,5 +1,6 @@
 //! Prometheus metrics, in the default registry that the metrics listener serves.
 
+pub mod access_log;
 pub mod names;
 
 use pingora_prometheus::prometheus::{self, IntCounterVec, IntGauge, Opts};

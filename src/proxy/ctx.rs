@@ -68,6 +68,12 @@ pub struct RequestCtx {
     pub request_id: Option<http::HeaderValue>,
     /// Request body bytes received so far (for the route's `max_body`).
     pub body_bytes: u64,
+    /// When the request was sent to the origin.
+    pub upstream_sent: Option<Instant>,
+    /// Time from sending to the origin's response header.
+    pub upstream_ttfb: Option<std::time::Duration>,
+    /// `policy:result` of the rate limit that spoke, for the access log.
+    pub limit_outcome: Option<String>,
     _inflight: InflightGuard,
 }
 
@@ -97,6 +103,9 @@ impl RequestCtx {
             client_https: false,
             request_id: None,
             body_bytes: 0,
+            upstream_sent: None,
+            upstream_ttfb: None,
+            limit_outcome: None,
             _inflight: InflightGuard::new(),
         }
     }

@@ -19,7 +19,7 @@ use crate::compression;
 use crate::headers::security::{self, Refusal};
 use crate::headers::{request, response};
 use crate::limits::{self, KeySource, Limiter, Verdict};
-use crate::metrics;
+use crate::metrics::{self, access_log, access_log::AccessLogger};
 use crate::routes::Target;
 use crate::snapshot::SharedSnapshot;
 
@@ -28,6 +28,7 @@ pub struct Awning {
     snapshots: SharedSnapshot,
     cache: &'static CacheEngine,
     limiter: std::sync::Arc<Limiter>,
+    access_log: AccessLogger,
 }
 
 impl Awning {
@@ -35,11 +36,13 @@ impl Awning {
         snapshots: SharedSnapshot,
         cache: &'static CacheEngine,
         limiter: std::sync::Arc<Limiter>,
+        access_log: AccessLogger,
     ) -> Self {
         Self {
             snapshots,
             cache,
             limiter,
+            access_log,
         }
     }
 
@@ -69,6 +72,14 @@ impl Awning {
             }
             let v = self.limiter.decide(policy, src).await;
             let d = v.decision;
+            let result = match (d.allowed, policy.shadow) {
+                (true, _) => "allowed",
+                (false, true) => "shadow_denied",
+                (false, false) => "denied",
+            };
+            if !d.allowed || ctx.limit_outcome.is_none() {
+                ctx.limit_outcome = Some(format!("{}:{result}", policy.name));
+            }
             // The strictest policy speaks, across both checks of a request.
             let stricter = ctx
                 .limit_headers
@@ -608,6 +619,7 @@ impl ProxyHttp for Awning {
             cache::prepare_upstream_request(session.req_header(), upstream_request);
         }
         upstream_request.remove_header(cache::warm::WARM_HEADER);
+        ctx.upstream_sent = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -618,6 +630,7 @@ impl ProxyHttp for Awning {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response::strip_hop_by_hop(upstream_response);
+        ctx.upstream_ttfb = ctx.upstream_sent.map(|t| t.elapsed());
         if upstream_response.status == http::StatusCode::NOT_MODIFIED
             && session.cache.maybe_cache_meta().is_some()
         {
@@ -702,6 +715,42 @@ impl ProxyHttp for Awning {
             *body = (!encoded.is_empty()).then_some(encoded);
         }
         Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let cache = status::label(session.cache.phase());
+        if !self.access_log.wants(status, cache) {
+            return;
+        }
+        let req = session.req_header();
+        let route = ctx.route();
+        let upstream = route.zip(ctx.server).map(|(r, server)| {
+            ctx.snapshot.upstreams[r.upstream]
+                .server(server)
+                .addr
+                .to_string()
+        });
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let entry = access_log::Entry {
+            time: access_log::now(),
+            request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            client_ip: ctx.client_ip,
+            method: req.method.as_str(),
+            host: ctx.target.host.as_deref(),
+            path: req.uri.path(),
+            query: req.uri.query().filter(|_| self.access_log.logs_query()),
+            status,
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            duration_ms: ms(ctx.started.elapsed()),
+            upstream_ms: ctx.upstream_ttfb.map(ms),
+            route: route.map(|r| r.name.as_str()),
+            cache,
+            limit: ctx.limit_outcome.as_deref(),
+            upstream,
+        };
+        self.access_log.write(&entry);
     }
 
     async fn fail_to_proxy(
