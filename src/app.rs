@@ -61,6 +61,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let ipv6_prefix = config.limiter.ipv6_prefix;
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
+    crate::metrics::register_build_info();
     let cache = CacheEngine::new(&config.cache);
     let limiter = Arc::new(Limiter::new(&config.limiter, config.redis.as_ref()));
     crate::cache::warm::spawn(&config);
@@ -122,7 +123,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let admin_handle = server.add_service(admin);
     admin_handle.add_dependency(&proxy_handle);
 
-    let mut metrics = pingora_prometheus::prometheus_http_service();
+    let mut metrics = crate::metrics::exporter::service();
     metrics.add_tcp(&metrics_listen.to_string());
     server.add_service(metrics);
 

@@ -47,6 +47,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.counts.total.fetch_sub(1, Ordering::Relaxed);
+        metrics::connection_change(-1);
         if let Some(port) = self.listener {
             release(&mut self.counts.per_listener.lock(), port);
         }
@@ -121,6 +122,7 @@ impl<A> Guarded<A> {
             }
         }
         self.counts.total.fetch_add(1, Ordering::Relaxed);
+        metrics::connection_change(1);
         Some(Slot {
             counts: self.counts.clone(),
             listener,

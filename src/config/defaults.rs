@@ -108,3 +108,7 @@ pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 /// Largest request body on routes that set no `allow.max_body` (nginx
 /// `client_max_body_size`: 1 MiB, too small for a shop's image uploads).
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+/// A request slower than this is logged as slow (warn).
+pub const DEFAULT_SLOW_WARN: Duration = Duration::from_secs(1);
+/// A request slower than this is logged as critically slow.
+pub const DEFAULT_SLOW_CRITICAL: Duration = Duration::from_secs(5);

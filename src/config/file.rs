@@ -149,6 +149,15 @@ pub struct FileRoute {
     pub limits: Vec<String>,
     pub response_headers: Option<FileHeaderRules>,
     pub allow: Option<FileAllow>,
+    pub slow: Option<FileSlow>,
+}
+
+/// `slow:` on a route: latency thresholds that log and count a request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSlow {
+    pub warn: Option<HumanDuration>,
+    pub critical: Option<HumanDuration>,
 }
 
 /// `response_headers:` in proxy.yaml or on a route.

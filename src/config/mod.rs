@@ -237,6 +237,23 @@ pub struct Route {
     /// proxy-wide rules with the route's own on top).
     pub response_headers: ResponseHeaderRules,
     pub allow: Allow,
+    pub slow: SlowThresholds,
+}
+
+/// A request this slow is logged with its timings and counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowThresholds {
+    pub warn: Duration,
+    pub critical: Duration,
+}
+
+impl Default for SlowThresholds {
+    fn default() -> Self {
+        Self {
+            warn: defaults::DEFAULT_SLOW_WARN,
+            critical: defaults::DEFAULT_SLOW_CRITICAL,
+        }
+    }
 }
 
 /// What requests that matched a route may be.

@@ -18,7 +18,7 @@ use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, LimiterSettings, Listen, Metrics,
     PathMatch, QueryParam, Redis, RedisFallback, RedisServers, Route,
 };
-use super::{Allow, ResponseHeaderRules, TlsListener, Upstream};
+use super::{Allow, ResponseHeaderRules, SlowThresholds, TlsListener, Upstream};
 use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -825,6 +825,17 @@ fn check_rule_file(
             ),
             None => response_headers.clone(),
         };
+        let mut slow = SlowThresholds::default();
+        if let Some(f) = &file.slow {
+            slow.warn = f.warn.map_or(slow.warn, |d| d.0);
+            slow.critical = f.critical.map_or(slow.critical, |d| d.0);
+            if slow.warn.is_zero() || slow.critical < slow.warn {
+                errs.push(doc.at(
+                    &rat.key("slow"),
+                    "slow thresholds: `warn` above zero and `critical` at least `warn`",
+                ));
+            }
+        }
         let allow = file.allow.as_ref().map_or_else(Allow::default, |a| {
             super::hardening::check_allow(doc, a, &rat.key("allow"), errs)
         });
@@ -841,6 +852,7 @@ fn check_rule_file(
                 limits,
                 response_headers: route_headers,
                 allow,
+                slow,
             });
         }
     }

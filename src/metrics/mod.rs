@@ -1,9 +1,15 @@
 //! Prometheus metrics, in the default registry that the metrics listener serves.
 
 pub mod access_log;
+pub mod exporter;
 pub mod names;
 
-use pingora_prometheus::prometheus::{self, IntCounterVec, IntGauge, Opts};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use pingora_prometheus::prometheus::{
+    self, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
 /// A gauge registered in the default registry (registration failures, e.g. a
 /// second engine in one process, leave it unregistered but usable).
@@ -20,7 +26,7 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     c
 }
 
-static REJECTED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         names::HTTP_REJECTED,
         "Requests refused by awning before the origin, by reason.",
@@ -31,4 +37,126 @@ static REJECTED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|
 /// Counts a request refused for `reason`.
 pub fn rejected(reason: &str) {
     REJECTED.with_label_values(&[reason]).inc();
+}
+
+/// A histogram with labels, registered like [`gauge`].
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric name");
+    let _ = prometheus::register(Box::new(h.clone()));
+    h
+}
+
+/// Latency buckets for an edge: from half a millisecond (a cache hit) to
+/// ten seconds (a struggling origin).
+pub const EDGE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The route label of requests that matched no route: one series for all.
+pub const UNMATCHED: &str = "unmatched";
+
+static REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        names::HTTP_REQUEST_DURATION,
+        "Time from the request's arrival to the end of its answer, by route, method, status class and cache outcome.",
+        &["route", "method", "status", "cache"],
+        &EDGE_BUCKETS,
+    )
+});
+
+static UPSTREAM_TTFB: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        names::UPSTREAM_RESPONSE_DURATION,
+        "Time from sending a request to the origin to its response header, by route and upstream.",
+        &["route", "upstream"],
+        &EDGE_BUCKETS,
+    )
+});
+
+static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        names::UPSTREAM_ERRORS,
+        "Failed exchanges with an origin, by upstream and kind.",
+        &["upstream", "kind"],
+    )
+});
+
+static SLOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        names::SLOW_REQUESTS,
+        "Requests slower than their route's thresholds, by route and level (warn, critical).",
+        &["route", "level"],
+    )
+});
+
+static OPEN_CONNECTIONS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(names::OPEN_CONNECTIONS, "Client connections open now."));
+
+/// The method label: the common methods by name, the rest as `OTHER`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+/// The status label: its class, or `none` when no answer was sent.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Counts one finished request.
+pub fn request_done(route: &str, method: &str, status: u16, cache: &str, took: Duration) {
+    REQUESTS
+        .with_label_values(&[route, method_label(method), status_class(status), cache])
+        .observe(took.as_secs_f64());
+}
+
+/// Counts one origin response header, `took` after the request was sent.
+pub fn upstream_answered(route: &str, upstream: &str, took: Duration) {
+    UPSTREAM_TTFB
+        .with_label_values(&[route, upstream])
+        .observe(took.as_secs_f64());
+}
+
+/// Counts one failed exchange with an origin.
+pub fn upstream_failed(upstream: &str, kind: &str) {
+    UPSTREAM_ERRORS.with_label_values(&[upstream, kind]).inc();
+}
+
+/// Counts one slow request.
+pub fn slow_request(route: &str, level: &str) {
+    SLOW.with_label_values(&[route, level]).inc();
+}
+
+/// A client connection opened (+1) or closed (-1).
+pub fn connection_change(delta: i64) {
+    OPEN_CONNECTIONS.add(delta);
+}
+
+/// `awning_build_info{version}`: 1, so that dashboards can show versions.
+pub fn register_build_info() {
+    let info = IntGaugeVec::new(
+        Opts::new(names::BUILD_INFO, "The running awning's version."),
+        &["version"],
+    )
+    .expect("valid metric name");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let _ = prometheus::register(Box::new(info));
+    LazyLock::force(&OPEN_CONNECTIONS);
 }

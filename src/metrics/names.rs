@@ -12,3 +12,15 @@ pub const RATELIMIT_DECISIONS: &str = "awning_ratelimit_decisions_total";
 pub const RATELIMIT_REDIS_FAILURES: &str = "awning_ratelimit_redis_failures_total";
 /// Requests awning refused itself (bounds, `allow`, framing), by `reason`.
 pub const HTTP_REJECTED: &str = "awning_http_requests_rejected_total";
+/// Request latency histogram, by `route`, `method`, `status` class and `cache` outcome.
+pub const HTTP_REQUEST_DURATION: &str = "awning_http_request_duration_seconds";
+/// Time to the origin's response header, by `route` and `upstream`.
+pub const UPSTREAM_RESPONSE_DURATION: &str = "awning_upstream_response_duration_seconds";
+/// Failed exchanges with an origin, by `upstream` and `kind`.
+pub const UPSTREAM_ERRORS: &str = "awning_upstream_errors_total";
+/// Requests over their route's slow thresholds, by `route` and `level`.
+pub const SLOW_REQUESTS: &str = "awning_slow_requests_total";
+/// Client connections open now.
+pub const OPEN_CONNECTIONS: &str = "awning_open_connections";
+/// The version running, as a label.
+pub const BUILD_INFO: &str = "awning_build_info";

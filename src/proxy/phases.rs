@@ -631,6 +631,10 @@ impl ProxyHttp for Awning {
     ) -> Result<()> {
         response::strip_hop_by_hop(upstream_response);
         ctx.upstream_ttfb = ctx.upstream_sent.map(|t| t.elapsed());
+        if let (Some(route), Some(ttfb)) = (ctx.route(), ctx.upstream_ttfb) {
+            let upstream = ctx.snapshot.upstreams[route.upstream].name();
+            metrics::upstream_answered(&route.name, upstream, ttfb);
+        }
         if upstream_response.status == http::StatusCode::NOT_MODIFIED
             && session.cache.maybe_cache_meta().is_some()
         {
@@ -720,11 +724,35 @@ impl ProxyHttp for Awning {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = status::label(session.cache.phase());
+        let took = ctx.started.elapsed();
+        let req = session.req_header();
+        let route = ctx.route();
+        let route_label = route.map_or(metrics::UNMATCHED, |r| r.name.as_str());
+        metrics::request_done(route_label, req.method.as_str(), status, cache, took);
+        if let Some(r) = route {
+            let level = if took >= r.slow.critical {
+                Some("critical")
+            } else if took >= r.slow.warn {
+                Some("warn")
+            } else {
+                None
+            };
+            if let Some(level) = level {
+                metrics::slow_request(&r.name, level);
+                log::warn!(
+                    "slow request ({level}): route {} {} {} took {:?} (origin first byte {:?}, cache {cache}, status {status}, request id {})",
+                    r.name,
+                    req.method,
+                    req.uri.path(),
+                    took,
+                    ctx.upstream_ttfb,
+                    ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                );
+            }
+        }
         if !self.access_log.wants(status, cache) {
             return;
         }
-        let req = session.req_header();
-        let route = ctx.route();
         let upstream = route.zip(ctx.server).map(|(r, server)| {
             ctx.snapshot.upstreams[r.upstream]
                 .server(server)
@@ -743,7 +771,7 @@ impl ProxyHttp for Awning {
             status,
             bytes_in: session.body_bytes_read() as u64,
             bytes_out: session.body_bytes_sent() as u64,
-            duration_ms: ms(ctx.started.elapsed()),
+            duration_ms: ms(took),
             upstream_ms: ctx.upstream_ttfb.map(ms),
             route: route.map(|r| r.name.as_str()),
             cache,
@@ -759,6 +787,10 @@ impl ProxyHttp for Awning {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let (ErrorSource::Upstream, Some(route)) = (e.esource(), ctx.route()) {
+            let upstream = ctx.snapshot.upstreams[route.upstream].name();
+            metrics::upstream_failed(upstream, e.etype().as_str());
+        }
         if e.esource() == &ErrorSource::Downstream {
             match e.etype() {
                 ErrorType::WriteTimedout => metrics::rejected("client_write_timeout"),

@@ -115,6 +115,7 @@ mod tests {
             limits: Vec::new(),
             response_headers: Default::default(),
             allow: Default::default(),
+            slow: Default::default(),
         }
     }
 
