@@ -117,7 +117,11 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     let mut admin = Service::new(
         "awning admin".to_string(),
-        HttpServer::new_app(AdminApp::new(snapshots, cache, limiter.shared_tier())),
+        HttpServer::new_app(AdminApp::new(
+            snapshots.clone(),
+            cache,
+            limiter.shared_tier(),
+        )),
     );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);
@@ -127,6 +131,10 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     metrics.add_tcp(&metrics_listen.to_string());
     server.add_service(metrics);
 
+    server.add_service(background_service(
+        "active health checks",
+        crate::health::ActiveChecks::new(snapshots.clone()),
+    ));
     if let Some(shared) = limiter.shared_tier() {
         server.add_service(background_service("shared rate limits", RedisLink(shared)));
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod connections;
 pub mod demo;
 pub mod headers;
+pub mod health;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

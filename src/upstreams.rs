@@ -1,9 +1,10 @@
 //! Upstream groups at run time: round-robin over a group's servers, skipping
 //! servers that recently failed to connect (passive health, like nginx's
-//! `max_fails=1 fail_timeout=10s`).
+//! `max_fails=1 fail_timeout=10s`), and servers whose active health check
+//! failed (see `health.rs`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,14 @@ pub struct ServerState {
     /// The server as the operator wrote it (for logs).
     pub label: String,
     down_until_ms: AtomicU64,
+    /// The last active health check failed.
+    check_failed: AtomicBool,
 }
 
 impl ServerState {
     fn is_down(&self, now: u64) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) > now
+        self.check_failed.load(Ordering::Relaxed)
+            || self.down_until_ms.load(Ordering::Relaxed) > now
     }
 }
 
@@ -65,6 +69,7 @@ impl UpstreamGroup {
                 addr: *addr,
                 label: label.clone(),
                 down_until_ms: AtomicU64::new(0),
+                check_failed: AtomicBool::new(false),
             })
             .collect();
         Self {
@@ -134,6 +139,14 @@ impl UpstreamGroup {
         }
     }
 
+    /// Records an active health check; returns whether the server's state changed.
+    pub fn record_check(&self, server: usize, ok: bool) -> bool {
+        self.servers[server]
+            .check_failed
+            .swap(!ok, Ordering::Relaxed)
+            == ok
+    }
+
     /// Servers currently considered up.
     pub fn healthy_count(&self) -> usize {
         let now = now_ms();
@@ -167,7 +180,20 @@ mod tests {
             fail_timeout: Duration::from_secs(60),
             tls: false,
             sni: String::new(),
+            health_check: None,
         })
+    }
+
+    #[test]
+    fn a_failed_health_check_takes_a_server_out_until_one_passes() {
+        let g = group(2);
+        assert!(g.record_check(0, false), "up -> down is a change");
+        assert!(!g.record_check(0, false));
+        assert_eq!(g.healthy_count(), 1);
+        let picks: Vec<usize> = (0..4).map(|_| g.pick(&Tried::default()).unwrap()).collect();
+        assert!(picks.iter().all(|p| *p == 1), "{picks:?}");
+        assert!(g.record_check(0, true));
+        assert_eq!(g.healthy_count(), 2);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[test]
@@ -38,4 +40,42 @@ fn readyz_is_503_when_no_route_is_configured() {
     let ready = get(proxy.admin, "/readyz");
     assert_eq!(ready.status, 503);
     assert!(ready.text().contains("not ready"), "{}", ready.text());
+}
+
+#[test]
+fn readyz_follows_the_health_of_the_only_upstream_server() {
+    let origin = FakeOrigin::fixed("ok");
+    let addr = origin.addr();
+    let proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream(
+                "shop",
+                &[addr],
+                "health_check: { path: /healthz, interval: 200ms, timeout: 500ms }",
+            )
+            .rules(ALL_TO_SHOP),
+    );
+    let status = || get(proxy.admin, "/readyz").status;
+    eventually("ready", Duration::from_secs(10), || {
+        (status() == 200).then_some(())
+    });
+    assert!(origin.count("/healthz") >= 1, "the check asked the origin");
+
+    drop(origin);
+    eventually(
+        "unready while the server is down",
+        Duration::from_secs(10),
+        || (status() == 503).then_some(()),
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&get(proxy.admin, "/readyz").body).unwrap();
+    assert_eq!(doc["checks"]["upstreams"]["shop"]["healthy"], 0);
+    assert_eq!(doc["checks"]["upstreams"]["shop"]["ok"], false);
+
+    let _back = FakeOrigin::start_at(addr, |_| Reply::ok("back"));
+    eventually(
+        "ready again once it answers",
+        Duration::from_secs(10),
+        || (status() == 200).then_some(()),
+    );
+    assert_eq!(get(proxy.addr, "/").text(), "back");
 }

@@ -40,28 +40,46 @@ impl AdminApp {
     /// The readiness document: config generation, cache and per-upstream health.
     pub fn readiness(&self) -> (bool, serde_json::Value) {
         let snap = self.snapshots.load();
+        // A group no route uses cannot make the node unready.
+        let used: Vec<usize> = snap.config.routes.iter().map(|r| r.upstream).collect();
+        let mut upstreams_ok = true;
         let upstreams: serde_json::Map<String, serde_json::Value> = snap
             .upstreams
             .iter()
-            .map(|g| {
+            .enumerate()
+            .map(|(i, g)| {
+                let healthy = g.healthy_count();
+                let ok = healthy > 0 || !used.contains(&i);
+                upstreams_ok &= ok;
                 (
                     g.name().to_string(),
-                    serde_json::json!({ "servers": g.len(), "healthy": g.healthy_count() }),
+                    serde_json::json!({ "ok": ok, "servers": g.len(), "healthy": healthy }),
                 )
             })
             .collect();
-        let ready = !snap.routes.is_empty();
-        // Informational: without Redis, shared limits fall back and the node
-        // keeps serving, so it stays ready.
-        let redis = self.shared_limits.as_ref().map_or(
-            serde_json::Value::Null,
-            |t| serde_json::json!({ "connected": t.is_connected() }),
-        );
+        // Redis counts only when a shared policy cannot do without it
+        // (`on_redis_error: closed`); with `local` or `open` the node serves
+        // on, and taking every node out of the balancer when Redis fails
+        // would turn a Redis outage into a shop outage.
+        let needs_redis = snap
+            .config
+            .limits
+            .iter()
+            .any(|p| p.shared && p.on_redis_error == crate::config::RedisFallback::Closed);
+        let (redis_ok, redis) = match &self.shared_limits {
+            Some(t) => {
+                let connected = t.is_connected();
+                let ok = connected || !needs_redis;
+                (ok, serde_json::json!({ "ok": ok, "connected": connected }))
+            }
+            None => (true, serde_json::Value::Null),
+        };
+        let ready = !snap.routes.is_empty() && upstreams_ok && redis_ok;
         let doc = serde_json::json!({
             "status": if ready { "ready" } else { "not ready" },
             "checks": {
                 "config": { "ok": true, "generation": snap.generation, "routes": snap.routes.len() },
-                "routes": { "ok": ready },
+                "routes": { "ok": !snap.routes.is_empty() },
                 "cache": {
                     "stored_bytes": self.cache.store.stored_bytes(),
                     "stored_objects": self.cache.store.stored_objects(),

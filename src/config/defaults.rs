@@ -112,3 +112,7 @@ pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_SLOW_WARN: Duration = Duration::from_secs(1);
 /// A request slower than this is logged as critically slow.
 pub const DEFAULT_SLOW_CRITICAL: Duration = Duration::from_secs(5);
+/// Active health checks run this often unless configured.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// An active health check fails after this long without an answer.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -77,6 +77,16 @@ pub struct FileUpstream {
     #[serde(default)]
     pub tls: bool,
     pub sni: Option<String>,
+    pub health_check: Option<FileHealthCheck>,
+}
+
+/// `health_check:` on an upstream group: an active check of every server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub path: String,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -148,6 +148,16 @@ pub struct Upstream {
     pub fail_timeout: Duration,
     pub tls: bool,
     pub sni: String,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// An active health check: `GET path` on every server each `interval`; a
+/// server that does not answer 2xx/3xx within `timeout` is down until it does.
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@ use super::{
     Admin, Cache, CacheKeyRules, CacheMode, Config, HostMatch, LimiterSettings, Listen, Metrics,
     PathMatch, QueryParam, Redis, RedisFallback, RedisServers, Route,
 };
-use super::{Allow, ResponseHeaderRules, SlowThresholds, TlsListener, Upstream};
+use super::{Allow, HealthCheck, ResponseHeaderRules, SlowThresholds, TlsListener, Upstream};
 use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
 
 /// Reads and validates the configuration rooted at `path`.
@@ -533,6 +533,30 @@ fn check_upstreams(
                 .map(|s| host_of(s).to_string())
                 .unwrap_or_default()
         });
+        let health_check = file.health_check.as_ref().and_then(|h| {
+            let hat = item.key("health_check");
+            if !h.path.starts_with('/') || h.path.contains(char::is_whitespace) {
+                errs.push(doc.at_value(
+                    &hat.key("path"),
+                    format!("`{}` is not a path like /healthz", h.path),
+                ));
+                return None;
+            }
+            let interval = h.interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0);
+            let check_timeout = h.timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0);
+            if interval < Duration::from_millis(100) || check_timeout.is_zero() {
+                errs.push(doc.at(
+                    &hat,
+                    "health_check: `interval` of at least 100ms and a `timeout` above zero",
+                ));
+                return None;
+            }
+            Some(HealthCheck {
+                path: h.path.clone(),
+                interval,
+                timeout: check_timeout,
+            })
+        });
         out.push(Upstream {
             name,
             servers,
@@ -543,6 +567,7 @@ fn check_upstreams(
             fail_timeout,
             tls: file.tls,
             sni,
+            health_check,
         });
     }
     (out, declared)

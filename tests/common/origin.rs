@@ -117,6 +117,27 @@ pub struct FakeOrigin {
 impl FakeOrigin {
     pub fn start(handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake origin");
+        Self::serve_on(listener, handler)
+    }
+
+    /// An origin on `addr` again (one that was stopped), as soon as the port
+    /// can be bound.
+    pub fn start_at(
+        addr: SocketAddr,
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = super::proxy::eventually(
+            "the origin's port to be free",
+            std::time::Duration::from_secs(10),
+            || TcpListener::bind(addr).ok(),
+        );
+        Self::serve_on(listener, handler)
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let handler: Arc<Handler> = Arc::new(handler);
