@@ -62,8 +62,22 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
     crate::metrics::register_build_info();
+    crate::metrics::register_process_metrics();
     let cache = CacheEngine::new(&config.cache);
     let limiter = Arc::new(Limiter::new(&config.limiter, config.redis.as_ref()));
+    let mut sampled = crate::metrics::Sampled::new().counter(
+        crate::metrics::names::CACHE_EVICTED_BYTES,
+        "Bytes the cache evicted to stay within cache.memory.",
+        Box::new(move || cache.evicted_bytes() as f64),
+    );
+    if let Some(shared) = limiter.shared_tier() {
+        sampled = sampled.gauge(
+            crate::metrics::names::REDIS_CONNECTED,
+            "1 while shared rate limits are decided in Redis.",
+            Box::new(move || f64::from(u8::from(shared.is_connected()))),
+        );
+    }
+    sampled.register();
     crate::cache::warm::spawn(&config);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 

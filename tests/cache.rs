@@ -440,6 +440,10 @@ fn stale_while_revalidate_serves_stale_at_once_and_refreshes_once() {
         status_of(&fresh)
     );
     assert_eq!(origin.count("/swr/a"), 2);
+    assert!(
+        proxy.metric("awning_cache_events_total{event=\"stale_while_revalidate\"}") >= 6.0,
+        "stale answers are counted"
+    );
 }
 
 #[test]
@@ -569,6 +573,12 @@ fn purge_by_url_prefix_tag_and_soft() {
         r#"{"urls": ["http://shop.test/nothing"], "tags": ["nope"]}"#,
     ));
     assert_eq!(nothing["total"], 0);
+    assert_eq!(proxy.metric("awning_cache_purged_total{by=\"urls\"}"), 2.0);
+    assert_eq!(
+        proxy.metric("awning_cache_purged_total{by=\"prefixes\"}"),
+        4.0
+    );
+    assert_eq!(proxy.metric("awning_cache_purged_total{by=\"tags\"}"), 2.0);
     let soft = counts(purge(
         &proxy,
         r#"{"urls": ["shop.test/o/soft"], "soft": true}"#,

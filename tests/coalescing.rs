@@ -70,6 +70,10 @@ fn concurrent_misses_send_one_request_upstream() {
         slowest < ORIGIN_TIME + Duration::from_millis(50),
         "slowest client waited {slowest:?}"
     );
+    assert!(
+        proxy.metric("awning_cache_events_total{event=\"coalesced\"}") >= 1.0,
+        "waiters are counted"
+    );
 }
 
 #[test]

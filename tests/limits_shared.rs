@@ -132,6 +132,8 @@ fn two_nodes_share_one_budget() {
     let allowed =
         "awning_ratelimit_decisions_total{policy=\"team\",result=\"allowed\",tier=\"shared\"}";
     assert_eq!(metric(&a, allowed) + metric(&b, allowed), 10.0);
+    assert_eq!(a.metric("awning_redis_connected"), 1.0);
+    assert!(a.metric("awning_redis_command_duration_seconds_count{command=\"decide\"}") >= 1.0);
     let keys = redis.command_full(&["KEYS", "awning:rl:*"]).unwrap();
     assert!(
         !keys.contains("one-team"),

@@ -137,6 +137,9 @@ fn the_exposition_tells_what_the_traffic_was() {
     assert_eq!(value(&m, &version), 1.0);
     assert!(m.contains_key("awning_open_connections"));
     assert!(value(&m, "awning_cache_stored_objects") >= 1.0);
+    assert!(m.contains_key("awning_cache_evicted_bytes_total"));
+    assert!(value(&m, "process_resident_memory_bytes") > 0.0);
+    assert!(value(&m, "process_open_fds") > 0.0);
     // The slow request's latency landed above 100 ms.
     let fast = value(
         &m,

@@ -153,6 +153,9 @@ impl AdminApp {
         };
         let snap = self.snapshots.load();
         let counts = self.cache.purge(&snap.routes, &req);
+        crate::metrics::purged("urls", counts.urls as u64);
+        crate::metrics::purged("prefixes", counts.prefixes as u64);
+        crate::metrics::purged("tags", counts.tags as u64);
         tracing::info!(
             urls = counts.urls,
             prefixes = counts.prefixes,

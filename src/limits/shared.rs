@@ -142,7 +142,9 @@ impl SharedTier {
             .arg(after)
             .arg(base)
             .arg(max);
+        let sent = Instant::now();
         let answer = tokio::time::timeout(self.budget, conn.eval(&inv)).await;
+        crate::metrics::redis_command("decide", sent.elapsed());
         let failure = match answer {
             Ok(Ok(v)) if v.len() == 4 => {
                 self.timeouts_in_a_row.store(0, Ordering::Relaxed);
@@ -223,10 +225,12 @@ impl SharedTier {
                 },
                 Some(conn) => {
                     let mut conn = (*conn).clone();
+                    let sent = Instant::now();
                     let ok = matches!(
                         tokio::time::timeout(CONNECT_TIMEOUT, conn.ping()).await,
                         Ok(Ok(()))
                     );
+                    crate::metrics::redis_command("ping", sent.elapsed());
                     if !ok {
                         was_down = true;
                         self.conn.store(None);

@@ -7,8 +7,10 @@ pub mod names;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use pingora_prometheus::prometheus::core::{Collector, Desc};
+use pingora_prometheus::prometheus::proto::MetricFamily;
 use pingora_prometheus::prometheus::{
-    self, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    self, Counter, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 /// A gauge registered in the default registry (registration failures, e.g. a
@@ -159,4 +161,124 @@ pub fn register_build_info() {
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let _ = prometheus::register(Box::new(info));
     LazyLock::force(&OPEN_CONNECTIONS);
+}
+
+static CACHE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        names::CACHE_EVENTS,
+        "Cache events: coalesced (waited for another request's fill), stale_while_revalidate and stale_if_error (stale answers served).",
+        &["event"],
+    )
+});
+
+static PURGED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        names::CACHE_PURGED,
+        "Cache entries purged, by how they were named (urls, prefixes, tags).",
+        &["by"],
+    )
+});
+
+static REDIS_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    histogram_vec(
+        names::REDIS_COMMAND_DURATION,
+        "Round trips to Redis, by command (decide: one rate-limit script; ping: health check).",
+        &["command"],
+        &[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ],
+    )
+});
+
+/// Counts a cache event (`coalesced`, `stale_while_revalidate`, `stale_if_error`).
+pub fn cache_event(event: &str) {
+    CACHE_EVENTS.with_label_values(&[event]).inc();
+}
+
+/// Counts purged entries.
+pub fn purged(by: &str, n: u64) {
+    PURGED.with_label_values(&[by]).inc_by(n);
+}
+
+/// Records one Redis round trip.
+pub fn redis_command(command: &str, took: Duration) {
+    REDIS_DURATION
+        .with_label_values(&[command])
+        .observe(took.as_secs_f64());
+}
+
+type Read = Box<dyn Fn() -> f64 + Send + Sync>;
+
+/// Values read when Prometheus scrapes, from state awning keeps anyway
+/// (bytes the cache evicted, whether Redis is connected).
+pub struct Sampled {
+    counters: Vec<(Counter, Read)>,
+    gauges: Vec<(Gauge, Read)>,
+}
+
+impl Sampled {
+    pub fn new() -> Self {
+        Self {
+            counters: Vec::new(),
+            gauges: Vec::new(),
+        }
+    }
+
+    /// A counter read from a monotonic source.
+    pub fn counter(mut self, name: &str, help: &str, read: Read) -> Self {
+        self.counters
+            .push((Counter::new(name, help).expect("valid metric name"), read));
+        self
+    }
+
+    pub fn gauge(mut self, name: &str, help: &str, read: Read) -> Self {
+        self.gauges
+            .push((Gauge::new(name, help).expect("valid metric name"), read));
+        self
+    }
+
+    /// Registers in the default registry.
+    pub fn register(self) {
+        let _ = prometheus::register(Box::new(self));
+    }
+}
+
+impl Default for Sampled {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collector for Sampled {
+    fn desc(&self) -> Vec<&Desc> {
+        let counters = self.counters.iter().flat_map(|(c, _)| c.desc());
+        counters
+            .chain(self.gauges.iter().flat_map(|(g, _)| g.desc()))
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = Vec::new();
+        for (c, read) in &self.counters {
+            let now = read();
+            let delta = now - c.get();
+            if delta > 0.0 {
+                c.inc_by(delta);
+            }
+            out.extend(c.collect());
+        }
+        for (g, read) in &self.gauges {
+            g.set(read());
+            out.extend(g.collect());
+        }
+        out
+    }
+}
+
+/// The standard process metrics (CPU, memory, file descriptors) where the
+/// platform has them.
+pub fn register_process_metrics() {
+    let _ = prometheus::register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
 }

@@ -24,3 +24,13 @@ pub const SLOW_REQUESTS: &str = "awning_slow_requests_total";
 pub const OPEN_CONNECTIONS: &str = "awning_open_connections";
 /// The version running, as a label.
 pub const BUILD_INFO: &str = "awning_build_info";
+/// Cache events (`coalesced`, `stale_while_revalidate`, `stale_if_error`), by `event`.
+pub const CACHE_EVENTS: &str = "awning_cache_events_total";
+/// Entries purged, `by` urls, prefixes or tags.
+pub const CACHE_PURGED: &str = "awning_cache_purged_total";
+/// Bytes the cache evicted to stay within its bound.
+pub const CACHE_EVICTED_BYTES: &str = "awning_cache_evicted_bytes_total";
+/// Redis round-trip histogram, by `command`.
+pub const REDIS_COMMAND_DURATION: &str = "awning_redis_command_duration_seconds";
+/// 1 while the shared rate-limit tier has a Redis connection.
+pub const REDIS_CONNECTED: &str = "awning_redis_connected";

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use pingora::cache::key::HashBinary;
-use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::protocols::http::compression::Algorithm;
@@ -669,6 +669,16 @@ impl ProxyHttp for Awning {
             collapsed: session.cache.lock_duration().is_some(),
         };
         let _ = upstream_response.insert_header(CACHE_STATUS.clone(), status::render(&outcome));
+        if !session.is_subrequest() {
+            if outcome.collapsed {
+                metrics::cache_event("coalesced");
+            }
+            match phase {
+                CachePhase::StaleUpdating => metrics::cache_event("stale_while_revalidate"),
+                CachePhase::Stale => metrics::cache_event("stale_if_error"),
+                _ => {}
+            }
+        }
         if ctx.brotli_wanted {
             ctx.brotli = compression::start_brotli(upstream_response);
         }

@@ -213,6 +213,17 @@ impl ProxyUnderTest {
         }
     }
 
+    /// The sum of the exported samples whose series starts with `prefix`
+    /// (a name, or a name and its first labels).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        client::get(self.metrics, "/metrics")
+            .text()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
