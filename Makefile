@@ -3,8 +3,9 @@
 
 CARGO ?= cargo
 # Packages the build and the tests need: a C compiler, cmake (zlib-ng in
-# pingora), pkg-config, and redis-server / redis-cli for the Redis tests.
-APT_PACKAGES := build-essential cmake pkg-config redis-server redis-tools
+# pingora), pkg-config, redis-server / redis-cli for the Redis tests, and
+# promtool (Debian's prometheus package) to check the metrics exposition.
+APT_PACKAGES := build-essential cmake pkg-config redis-server redis-tools prometheus
 
 .PHONY: all deps build test demo check bench lint fmt clean
 
@@ -18,6 +19,7 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -70,14 +70,14 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
         "Bytes the cache evicted to stay within cache.memory.",
         Box::new(move || cache.evicted_bytes() as f64),
     );
-    if let Some(shared) = limiter.shared_tier() {
-        sampled = sampled.gauge(
-            crate::metrics::names::REDIS_CONNECTED,
-            "1 while shared rate limits are decided in Redis.",
-            Box::new(move || f64::from(u8::from(shared.is_connected()))),
-        );
-    }
+    let shared = limiter.shared_tier();
+    sampled = sampled.gauge(
+        crate::metrics::names::REDIS_CONNECTED,
+        "1 while shared rate limits are decided in Redis (0 without redis: in proxy.yaml).",
+        Box::new(move || f64::from(u8::from(shared.as_ref().is_some_and(|s| s.is_connected())))),
+    );
     sampled.register();
+    crate::limits::init_metrics();
     crate::cache::warm::spawn(&config);
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
@@ -145,6 +145,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     metrics.add_tcp(&metrics_listen.to_string());
     server.add_service(metrics);
 
+    crate::health::HealthMetrics::register(snapshots.clone());
     server.add_service(background_service(
         "active health checks",
         crate::health::ActiveChecks::new(snapshots.clone()),

@@ -13,6 +13,11 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use pingora_prometheus::prometheus::core::{Collector, Desc};
+use pingora_prometheus::prometheus::proto::MetricFamily;
+use pingora_prometheus::prometheus::{IntGauge, IntGaugeVec, Opts};
+
+use crate::metrics::names;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 
 pub struct ActiveChecks {
@@ -101,5 +106,69 @@ impl BackgroundService for ActiveChecks {
         for t in tasks {
             t.abort();
         }
+    }
+}
+
+/// Upstream health and the config generation, read from the running
+/// snapshot when Prometheus scrapes.
+pub struct HealthMetrics {
+    snapshots: SharedSnapshot,
+    healthy: IntGaugeVec,
+    servers: IntGaugeVec,
+    generation: IntGauge,
+}
+
+impl HealthMetrics {
+    pub fn register(snapshots: SharedSnapshot) {
+        let me = Self {
+            snapshots,
+            healthy: IntGaugeVec::new(
+                Opts::new(
+                    names::UPSTREAM_HEALTHY_SERVERS,
+                    "Servers of an upstream group considered up (passive failures and health checks).",
+                ),
+                &["upstream"],
+            )
+            .expect("valid metric"),
+            servers: IntGaugeVec::new(
+                Opts::new(names::UPSTREAM_SERVERS, "Servers of an upstream group."),
+                &["upstream"],
+            )
+            .expect("valid metric"),
+            generation: IntGauge::new(
+                names::CONFIG_GENERATION,
+                "The running configuration's generation.",
+            )
+            .expect("valid metric"),
+        };
+        let _ = pingora_prometheus::prometheus::register(Box::new(me));
+    }
+}
+
+impl Collector for HealthMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.healthy.desc();
+        d.extend(self.servers.desc());
+        d.extend(self.generation.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snap = self.snapshots.load();
+        self.healthy.reset();
+        self.servers.reset();
+        for g in snap.upstreams.iter() {
+            self.healthy
+                .with_label_values(&[g.name()])
+                .set(g.healthy_count() as i64);
+            self.servers
+                .with_label_values(&[g.name()])
+                .set(g.len() as i64);
+        }
+        self.generation.set(snap.generation as i64);
+        let mut out = self.healthy.collect();
+        out.extend(self.servers.collect());
+        out.extend(self.generation.collect());
+        out
     }
 }

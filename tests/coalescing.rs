@@ -66,8 +66,10 @@ fn concurrent_misses_send_one_request_upstream() {
     }
     assert_eq!(origin.count("/o/hot"), 1, "coalescing failed");
     eprintln!("{CLIENTS} concurrent misses: slowest answer after {slowest:?} (origin takes {ORIGIN_TIME:?})");
+    // Waiters are answered from the one fill, not after a fetch of their own
+    // (which would take a second origin time); how fast is the bench's job.
     assert!(
-        slowest < ORIGIN_TIME + Duration::from_millis(50),
+        slowest < ORIGIN_TIME * 2,
         "slowest client waited {slowest:?}"
     );
     assert!(

@@ -140,6 +140,9 @@ fn the_exposition_tells_what_the_traffic_was() {
     assert!(m.contains_key("awning_cache_evicted_bytes_total"));
     assert!(value(&m, "process_resident_memory_bytes") > 0.0);
     assert!(value(&m, "process_open_fds") > 0.0);
+    let exposition = get(proxy.metrics, "/metrics").body;
+    promtool_accepts(&exposition);
+    dashboard_queries_only_exported_metrics(&String::from_utf8_lossy(&exposition));
     // The slow request's latency landed above 100 ms.
     let fast = value(
         &m,
@@ -196,4 +199,60 @@ fn the_metrics_listener_answers_only_get_and_head_of_metrics() {
         405
     );
     assert_eq!(get(proxy.metrics, "/other").status, 404);
+}
+
+/// `promtool check metrics` finds no problem in `exposition`.
+fn promtool_accepts(exposition: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool not found: install it with `apt-get install prometheus` (or `make deps`)",
+        );
+    child.stdin.take().unwrap().write_all(exposition).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every metric `deploy/grafana/awning.json` queries is in `exposition`.
+fn dashboard_queries_only_exported_metrics(exposition: &str) {
+    let path = common::proxy::repo_root().join("deploy/grafana/awning.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr
+                .match_indices("awning_")
+                .chain(expr.match_indices("process_"))
+            {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 15, "{queried:?}");
+    for name in queried {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        assert!(
+            exposition.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which is not exported"
+        );
+    }
 }

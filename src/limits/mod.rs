@@ -99,6 +99,14 @@ static REDIS_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Creates the Redis failure series at zero (dashboards see them before the
+/// first failure).
+pub fn init_metrics() {
+    for reason in ["unavailable", "timeout", "error"] {
+        REDIS_FAILURES.with_label_values(&[reason]);
+    }
+}
+
 /// The policy's bucket: `burst` at once, one more every `window / limit`.
 pub fn policy_quota(policy: &LimitPolicy) -> Quota {
     Quota {

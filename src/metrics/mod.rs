@@ -36,6 +36,25 @@ static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Every `reason` a refusal is counted under.
+pub const REJECTION_REASONS: [&str; 15] = [
+    "bad_target",
+    "hidden_separator",
+    "unknown_host",
+    "ambiguous_framing",
+    "malformed_header",
+    "uri_too_long",
+    "too_many_headers",
+    "headers_too_large",
+    "method_not_allowed",
+    "body_too_large",
+    "unsupported_media_type",
+    "too_many_connections",
+    "header_timeout",
+    "client_write_timeout",
+    "client_read_timeout",
+];
+
 /// Counts a request refused for `reason`.
 pub fn rejected(reason: &str) {
     REJECTED.with_label_values(&[reason]).inc();
@@ -87,6 +106,14 @@ static UPSTREAM_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+static RESPONSE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        names::HTTP_RESPONSE_BYTES,
+        "Response body bytes sent to clients, by route and cache outcome (hits are bytes the origin did not send).",
+        &["route", "cache"],
+    )
+});
+
 static SLOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         names::SLOW_REQUESTS,
@@ -122,11 +149,21 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Counts one finished request.
-pub fn request_done(route: &str, method: &str, status: u16, cache: &str, took: Duration) {
+/// Counts one finished request and the body bytes it sent.
+pub fn request_done(
+    route: &str,
+    method: &str,
+    status: u16,
+    cache: &str,
+    took: Duration,
+    bytes_out: u64,
+) {
     REQUESTS
         .with_label_values(&[route, method_label(method), status_class(status), cache])
         .observe(took.as_secs_f64());
+    RESPONSE_BYTES
+        .with_label_values(&[route, cache])
+        .inc_by(bytes_out);
 }
 
 /// Counts one origin response header, `took` after the request was sent.
@@ -161,6 +198,7 @@ pub fn register_build_info() {
     info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let _ = prometheus::register(Box::new(info));
     LazyLock::force(&OPEN_CONNECTIONS);
+    init_fixed_series();
 }
 
 static CACHE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -189,6 +227,29 @@ static REDIS_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         ],
     )
 });
+
+/// Creates the series of fixed vocabularies at zero, so that dashboards and
+/// alerts see them before the first event.
+pub fn init_fixed_series() {
+    for event in ["coalesced", "stale_while_revalidate", "stale_if_error"] {
+        CACHE_EVENTS.with_label_values(&[event]);
+    }
+    for by in ["urls", "prefixes", "tags"] {
+        PURGED.with_label_values(&[by]);
+    }
+    for reason in REJECTION_REASONS {
+        REJECTED.with_label_values(&[reason]);
+    }
+    for command in ["decide", "ping"] {
+        REDIS_DURATION.with_label_values(&[command]);
+    }
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&RESPONSE_BYTES);
+    LazyLock::force(&UPSTREAM_TTFB);
+    LazyLock::force(&UPSTREAM_ERRORS);
+    LazyLock::force(&SLOW);
+    LazyLock::force(&REJECTED);
+}
 
 /// Counts a cache event (`coalesced`, `stale_while_revalidate`, `stale_if_error`).
 pub fn cache_event(event: &str) {

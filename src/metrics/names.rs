@@ -34,3 +34,11 @@ pub const CACHE_EVICTED_BYTES: &str = "awning_cache_evicted_bytes_total";
 pub const REDIS_COMMAND_DURATION: &str = "awning_redis_command_duration_seconds";
 /// 1 while the shared rate-limit tier has a Redis connection.
 pub const REDIS_CONNECTED: &str = "awning_redis_connected";
+/// Response body bytes, by `route` and `cache` outcome.
+pub const HTTP_RESPONSE_BYTES: &str = "awning_http_response_bytes_total";
+/// Servers of an upstream group considered up, by `upstream`.
+pub const UPSTREAM_HEALTHY_SERVERS: &str = "awning_upstream_healthy_servers";
+/// Servers of an upstream group, by `upstream`.
+pub const UPSTREAM_SERVERS: &str = "awning_upstream_servers";
+/// The running configuration's generation (1 at start, +1 per applied reload).
+pub const CONFIG_GENERATION: &str = "awning_config_generation";

@@ -738,7 +738,14 @@ impl ProxyHttp for Awning {
         let req = session.req_header();
         let route = ctx.route();
         let route_label = route.map_or(metrics::UNMATCHED, |r| r.name.as_str());
-        metrics::request_done(route_label, req.method.as_str(), status, cache, took);
+        metrics::request_done(
+            route_label,
+            req.method.as_str(),
+            status,
+            cache,
+            took,
+            session.body_bytes_sent() as u64,
+        );
         if let Some(r) = route {
             let level = if took >= r.slow.critical {
                 Some("critical")
