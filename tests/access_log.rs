@@ -116,8 +116,8 @@ fn each_request_is_one_json_line_with_every_field() {
     assert!(miss["upstream_ms"].as_f64().is_some());
     assert_eq!(hit["cache"], "hit");
     assert!(hit["upstream_ms"].is_null(), "a hit never asked the origin");
-    assert_eq!(allowed["limit"], "tight:allowed");
-    assert_eq!(limited["limit"], "tight:denied");
+    assert_eq!(allowed["limit"], "tight:allow");
+    assert_eq!(limited["limit"], "tight:deny");
     assert_eq!(limited["status"], 429);
     assert_eq!(unknown["status"], 404);
     assert!(unknown["route"].is_null());

@@ -148,16 +148,16 @@ fn shadow_mode_never_denies_but_tells() {
     let metrics = get(proxy.metrics, "/metrics").text();
     let counted = |result: &str| -> u64 {
         let line = format!(
-            "awning_ratelimit_decisions_total{{policy=\"shadow\",result=\"{result}\",tier=\"local\"}} "
+            "awning_ratelimit_decisions_total{{decision=\"{result}\",policy=\"shadow\",tier=\"local\"}} "
         );
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(line.as_str()))
             .map_or(0, |v| v.parse().unwrap())
     };
-    assert_eq!(counted("allowed"), 1);
-    assert_eq!(counted("shadow_denied"), 5, "counted, though never denied");
-    assert_eq!(counted("denied"), 0);
+    assert_eq!(counted("allow"), 1);
+    assert_eq!(counted("shadow_deny"), 5, "counted, though never denied");
+    assert_eq!(counted("deny"), 0);
 }
 
 #[test]
@@ -270,6 +270,10 @@ routes:
         second = retry(&get(proxy.addr, "/login"));
     }
     assert_eq!(second, Some(2));
+    assert!(
+        proxy.metric("awning_ratelimit_decisions_total{decision=\"lockout\"") >= 2.0,
+        "lockout refusals are counted as such"
+    );
 }
 
 #[test]

@@ -130,7 +130,7 @@ fn two_nodes_share_one_budget() {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30);
     assert_eq!(origin.count("/team"), 10);
     let allowed =
-        "awning_ratelimit_decisions_total{policy=\"team\",result=\"allowed\",tier=\"shared\"}";
+        "awning_ratelimit_decisions_total{decision=\"allow\",policy=\"team\",tier=\"shared\"}";
     assert_eq!(metric(&a, allowed) + metric(&b, allowed), 10.0);
     assert_eq!(a.metric("awning_redis_connected"), 1.0);
     assert!(a.metric("awning_redis_command_duration_seconds_count{command=\"decide\"}") >= 1.0);
@@ -174,7 +174,7 @@ fn when_redis_dies_nodes_fall_back_to_their_share_and_recover_when_it_returns() 
         );
         assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
     }
-    assert!(metric(&a, "awning_ratelimit_decisions_total{policy=\"team\",result=\"allowed\",tier=\"fallback\"}") >= 5.0);
+    assert!(metric(&a, "awning_ratelimit_decisions_total{decision=\"allow\",policy=\"team\",tier=\"fallback\"}") >= 5.0);
     assert!(metric(&a, "awning_ratelimit_redis_failures_total") >= 1.0);
     assert_eq!(
         redis_connected(&a),
@@ -258,6 +258,9 @@ fn a_lockout_on_one_node_holds_on_the_other_and_escalates() {
     let again = call(&a, "/login", "mallory");
     assert_eq!(again.status, 429);
     assert_eq!(retry(&again), "4", "the second lockout is twice as long");
+    let lockouts = a.metric("awning_ratelimit_decisions_total{decision=\"lockout\"")
+        + b.metric("awning_ratelimit_decisions_total{decision=\"lockout\"");
+    assert!(lockouts >= 3.0, "{lockouts} lockout decisions counted");
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn the_exposition_tells_what_the_traffic_was() {
     assert_eq!(
         value(
             &m,
-            "awning_ratelimit_decisions_total{policy=\"tight\",result=\"denied\",tier=\"local\"}"
+            "awning_ratelimit_decisions_total{decision=\"deny\",policy=\"tight\",tier=\"local\"}"
         ),
         1.0
     );

@@ -6,7 +6,7 @@
 -- KEYS[2]  the lockout state: d = denials in the window, s = window start,
 --          u = locked until, k = lockouts so far (strikes)
 -- ARGV     interval, burst, lockout after (0 = none), lockout base, lockout max
--- Returns  {allowed (0/1), remaining, retry after, reset after}
+-- Returns  {allowed (0/1), remaining, retry after, reset after, locked out (0/1)}
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -25,7 +25,7 @@ end
 if after > 0 then
   local locked = tonumber(redis.call('HGET', KEYS[2], 'u') or 0)
   if locked > now then
-    return {0, 0, locked - now, locked - now}
+    return {0, 0, locked - now, locked - now, 1}
   end
 end
 
@@ -34,10 +34,11 @@ local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
 local ahead = tat + interval - now
 if ahead <= capacity then
   redis.call('SET', KEYS[1], int(tat + interval), 'PX', int(math.floor(ahead / 1000) + 1))
-  return {1, math.floor((capacity - ahead) / interval), 0, ahead}
+  return {1, math.floor((capacity - ahead) / interval), 0, ahead, 0}
 end
 
 local retry, reset = ahead - capacity, tat - now
+local lockout = 0
 if after > 0 then
   local s = redis.call('HMGET', KEYS[2], 'd', 's', 'u', 'k')
   local denials = tonumber(s[1] or 0)
@@ -59,9 +60,10 @@ if after > 0 then
     start = now
     locked = now + length
     retry, reset = length, length
+    lockout = 1
   end
   redis.call('HSET', KEYS[2], 'd', int(denials), 's', int(start), 'u', int(locked), 'k', int(strikes))
   local keep = math.max(locked, start + base) + max - now
   redis.call('PEXPIRE', KEYS[2], int(math.floor(keep / 1000) + 1))
 end
-return {0, 0, retry, reset}
+return {0, 0, retry, reset, lockout}

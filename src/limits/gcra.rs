@@ -36,6 +36,8 @@ pub struct Decision {
     pub retry_after: Duration,
     /// Until the bucket is full again.
     pub reset_after: Duration,
+    /// Refused by a brute-force lockout (running, or started by this denial).
+    pub locked: bool,
 }
 
 /// Buckets keyed by a hash of the policy and key parts.
@@ -76,6 +78,7 @@ impl Table {
                 remaining: 0,
                 retry_after: Duration::from_nanos(ahead - capacity),
                 reset_after: Duration::from_nanos(tat - now_ns),
+                locked: false,
             };
         }
         if !shard.contains_key(&key) && shard.len() >= self.per_shard {
@@ -87,6 +90,7 @@ impl Table {
             remaining: ((capacity - ahead) / t) as u32,
             retry_after: Duration::ZERO,
             reset_after: Duration::from_nanos(ahead),
+            locked: false,
         }
     }
 }

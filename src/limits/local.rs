@@ -53,5 +53,6 @@ fn locked(left: Duration) -> Decision {
         remaining: 0,
         retry_after: left,
         reset_after: left,
+        locked: true,
     }
 }

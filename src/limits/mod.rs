@@ -86,8 +86,8 @@ pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
 static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
         names::RATELIMIT_DECISIONS,
-        "Rate-limit decisions by policy, tier (local, shared, fallback) and result (allowed, denied, shadow_denied).",
-        &["policy", "tier", "result"],
+        "Rate-limit decisions by policy, tier (local, shared, fallback) and decision (allow, deny, shadow_deny, lockout).",
+        &["policy", "tier", "decision"],
     )
 });
 
@@ -104,6 +104,18 @@ static REDIS_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub fn init_metrics() {
     for reason in ["unavailable", "timeout", "error"] {
         REDIS_FAILURES.with_label_values(&[reason]);
+    }
+}
+
+/// The word for a decision in metrics and the access log: `allow`, `deny`,
+/// `shadow_deny` (shadow mode let it pass) or `lockout` (refused by a
+/// brute-force lockout).
+pub fn decision_label(d: &Decision, shadow: bool) -> &'static str {
+    match (d.allowed, shadow, d.locked) {
+        (true, _, _) => "allow",
+        (false, true, _) => "shadow_deny",
+        (false, false, true) => "lockout",
+        (false, false, false) => "deny",
     }
 }
 
@@ -177,13 +189,12 @@ impl Limiter {
                 tier: Tier::Local,
             },
         };
-        let result = match (verdict.decision.allowed, policy.shadow) {
-            (true, _) => "allowed",
-            (false, false) => "denied",
-            (false, true) => "shadow_denied",
-        };
         DECISIONS
-            .with_label_values(&[policy.name.as_str(), verdict.tier.as_str(), result])
+            .with_label_values(&[
+                policy.name.as_str(),
+                verdict.tier.as_str(),
+                decision_label(&verdict.decision, policy.shadow),
+            ])
             .inc();
         verdict
     }
@@ -206,12 +217,14 @@ impl Limiter {
                 remaining: share.burst,
                 retry_after: Duration::ZERO,
                 reset_after: Duration::ZERO,
+                locked: false,
             },
             RedisFallback::Closed => Decision {
                 allowed: false,
                 remaining: 0,
                 retry_after: Duration::from_secs(1),
                 reset_after: Duration::from_secs(1),
+                locked: false,
             },
         };
         Verdict {
@@ -473,6 +486,7 @@ mod tests {
             remaining: 0,
             retry_after: Duration::from_millis(11_200),
             reset_after: Duration::from_secs(60),
+            locked: false,
         };
         assert_eq!(
             header_values(&p.name, policy_quota(&p), &d),

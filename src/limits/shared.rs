@@ -146,7 +146,7 @@ impl SharedTier {
         let answer = tokio::time::timeout(self.budget, conn.eval(&inv)).await;
         crate::metrics::redis_command("decide", sent.elapsed());
         let failure = match answer {
-            Ok(Ok(v)) if v.len() == 4 => {
+            Ok(Ok(v)) if v.len() == 5 => {
                 self.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 let us = |x: i64| Duration::from_micros(x.max(0) as u64);
                 return Ok(Decision {
@@ -154,6 +154,7 @@ impl SharedTier {
                     remaining: v[1].clamp(0, i64::from(u32::MAX)) as u32,
                     retry_after: us(v[2]),
                     reset_after: us(v[3]),
+                    locked: v[4] == 1,
                 });
             }
             Ok(Ok(v)) => {

@@ -72,11 +72,7 @@ impl Awning {
             }
             let v = self.limiter.decide(policy, src).await;
             let d = v.decision;
-            let result = match (d.allowed, policy.shadow) {
-                (true, _) => "allowed",
-                (false, true) => "shadow_denied",
-                (false, false) => "denied",
-            };
+            let result = limits::decision_label(&d, policy.shadow);
             if !d.allowed || ctx.limit_outcome.is_none() {
                 ctx.limit_outcome = Some(format!("{}:{result}", policy.name));
             }
