@@ -9,7 +9,6 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +33,6 @@ use crate::metrics;
 struct Counts {
     per_listener: Mutex<HashMap<u16, usize>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    total: AtomicUsize,
 }
 
 /// Releases a connection's places in [`Counts`] when the connection ends.
@@ -46,7 +44,6 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counts.total.fetch_sub(1, Ordering::Relaxed);
         metrics::connection_change(-1);
         if let Some(port) = self.listener {
             release(&mut self.counts.per_listener.lock(), port);
@@ -121,7 +118,6 @@ impl<A> Guarded<A> {
                 *per_listener.entry(port).or_insert(0) += 1;
             }
         }
-        self.counts.total.fetch_add(1, Ordering::Relaxed);
         metrics::connection_change(1);
         Some(Slot {
             counts: self.counts.clone(),
@@ -197,12 +193,7 @@ pub struct GuardedStream {
     h2: bool,
     phase: Phase,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// A byte other than CR/LF was read for this header: before one, blank
-    /// lines are skipped (as the parser does) and do not end anything.
-    started: bool,
-    /// The last bytes read, to find a header end split across reads.
-    tail: [u8; 3],
-    tail_len: usize,
+    header_end: HeaderEnd,
 }
 
 impl fmt::Debug for GuardedStream {
@@ -222,9 +213,7 @@ impl GuardedStream {
             h2,
             phase: Phase::Header,
             timer: None,
-            started: false,
-            tail: [0; 3],
-            tail_len: 0,
+            header_end: HeaderEnd::default(),
         };
         // A new connection must send its first header within the deadline.
         me.arm();
@@ -233,13 +222,34 @@ impl GuardedStream {
 
     fn arm(&mut self) {
         self.phase = Phase::Header;
-        self.started = false;
-        self.tail_len = 0;
+        self.header_end = HeaderEnd::default();
         self.timer = self.header_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
     }
 
-    /// Looks for the blank line that ends a header section in `bytes`.
+    /// Ends the header phase when `bytes` complete the header section.
     fn scan(&mut self, bytes: &[u8]) {
+        if self.header_end.feed(bytes) {
+            self.phase = Phase::Rest;
+            self.timer = None;
+        }
+    }
+}
+
+/// Finds the blank line that ends a header section in bytes read in pieces,
+/// without keeping or copying them.
+#[derive(Debug, Default)]
+struct HeaderEnd {
+    /// A byte other than CR/LF was seen: before one, blank lines are skipped
+    /// (as the parser does) and end nothing.
+    started: bool,
+    /// The last bytes seen, for an end split across reads.
+    tail: [u8; 3],
+    tail_len: usize,
+}
+
+impl HeaderEnd {
+    /// Feeds the next bytes read; whether the header section ended in them.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
         let bytes = if self.started {
             bytes
         } else {
@@ -248,23 +258,33 @@ impl GuardedStream {
                     self.started = true;
                     &bytes[first..]
                 }
-                None => return,
+                None => return false,
             }
         };
-        let mut window: Vec<u8> = Vec::with_capacity(self.tail_len + bytes.len());
-        window.extend_from_slice(&self.tail[..self.tail_len]);
-        window.extend_from_slice(bytes);
-        let ended =
-            window.windows(4).any(|w| w == b"\r\n\r\n") || window.windows(2).any(|w| w == b"\n\n");
-        if ended {
-            self.phase = Phase::Rest;
-            self.timer = None;
-            return;
+        // The seam: the kept tail joined to this read's first bytes.
+        let head = bytes.len().min(3);
+        let mut seam = [0u8; 6];
+        seam[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+        seam[self.tail_len..self.tail_len + head].copy_from_slice(&bytes[..head]);
+        if ends_header(&seam[..self.tail_len + head]) || ends_header(bytes) {
+            return true;
         }
-        let keep = window.len().min(3);
-        self.tail[..keep].copy_from_slice(&window[window.len() - keep..]);
-        self.tail_len = keep;
+        let joined = &seam[..self.tail_len + head];
+        let (keep_from, source): (usize, &[u8]) = if bytes.len() >= 3 {
+            (bytes.len() - 3, bytes)
+        } else {
+            (joined.len().saturating_sub(3), joined)
+        };
+        let kept = &source[keep_from..];
+        self.tail[..kept.len()].copy_from_slice(kept);
+        self.tail_len = kept.len();
+        false
     }
+}
+
+/// Whether `bytes` hold the blank line that ends a header section.
+fn ends_header(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
 }
 
 impl GuardedStream {
@@ -313,8 +333,7 @@ impl AsyncRead for GuardedStream {
                     me.arm();
                 }
                 if me.phase == Phase::Header && me.header_timeout.is_some() {
-                    let bytes = filled.to_vec();
-                    me.scan(&bytes);
+                    me.scan(filled);
                 }
             }
         }
@@ -438,5 +457,47 @@ impl GetSocketDigest for GuardedStream {
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends_within(pieces: &[&[u8]]) -> Option<usize> {
+        let mut h = HeaderEnd::default();
+        pieces.iter().position(|p| h.feed(p))
+    }
+
+    #[test]
+    fn finds_the_header_end_however_the_bytes_are_split() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 1..head.len() {
+            assert_eq!(
+                ends_within(&[&head[..cut], &head[cut..]]),
+                Some(1),
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(
+            ends_within(&bytes),
+            Some(head.len() - 1),
+            "a byte at a time"
+        );
+        assert_eq!(ends_within(&[b"GET / HTTP/1.1\nHost: a\n", b"\n"]), Some(1));
+        assert_eq!(ends_within(&[b"GET / HTTP/1.1\r\nHost: a\r\n"]), None);
+    }
+
+    #[test]
+    fn blank_lines_before_a_request_end_nothing() {
+        assert_eq!(
+            ends_within(&[b"\r\n\r\n", b"\r\n", b"GET / HTTP/1.1\r\n"]),
+            None
+        );
+        assert_eq!(
+            ends_within(&[b"\r\n\r\nGET / HTTP/1.1\r\n", b"\r\n"]),
+            Some(1)
+        );
     }
 }
