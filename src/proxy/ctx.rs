@@ -72,8 +72,9 @@ pub struct RequestCtx {
     pub upstream_sent: Option<Instant>,
     /// Time from sending to the origin's response header.
     pub upstream_ttfb: Option<std::time::Duration>,
-    /// `policy:result` of the rate limit that spoke, for the access log.
-    pub limit_outcome: Option<String>,
+    /// The rate limit that spoke (index into the config's policies) and its
+    /// decision, for the access log.
+    pub limit_outcome: Option<(usize, &'static str)>,
     _inflight: InflightGuard,
 }
 

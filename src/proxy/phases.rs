@@ -74,7 +74,7 @@ impl Awning {
             let d = v.decision;
             let result = limits::decision_label(&d, policy.shadow);
             if !d.allowed || ctx.limit_outcome.is_none() {
-                ctx.limit_outcome = Some(format!("{}:{result}", policy.name));
+                ctx.limit_outcome = Some((i, result));
             }
             // The strictest policy speaks, across both checks of a request.
             let stricter = ctx
@@ -593,20 +593,12 @@ impl ProxyHttp for Awning {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let peer = peer_ip(session);
-        let trusted_peer = peer.is_some_and(|p| {
-            ctx.snapshot
-                .config
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(&p))
-        });
         request::set_forwarding(
             upstream_request,
             request::Forwarding {
-                peer,
-                trusted_peer,
-                tls: downstream_tls(session),
+                peer: peer_ip(session),
+                trusted_peer: ctx.trusted_peer,
+                tls: ctx.tls,
                 authority: ctx.target.authority.as_deref(),
                 host_header_missing: ctx.target.host_header_missing,
             },
@@ -773,6 +765,9 @@ impl ProxyHttp for Awning {
                 .to_string()
         });
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        let limit = ctx.limit_outcome.map(|(policy, decision)| {
+            format!("{}:{decision}", ctx.snapshot.config.limits[policy].name)
+        });
         let entry = access_log::Entry {
             time: access_log::now(),
             request_id: ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
@@ -788,7 +783,7 @@ impl ProxyHttp for Awning {
             upstream_ms: ctx.upstream_ttfb.map(ms),
             route: route.map(|r| r.name.as_str()),
             cache,
-            limit: ctx.limit_outcome.as_deref(),
+            limit: limit.as_deref(),
             upstream,
         };
         self.access_log.write(&entry);
