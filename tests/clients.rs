@@ -18,15 +18,6 @@ fn proxy(origin: &FakeOrigin, clients: &str, extra: &str) -> ProxyUnderTest {
     )
 }
 
-fn metric(proxy: &ProxyUnderTest, reason: &str) -> u64 {
-    let line = format!("awning_http_requests_rejected_total{{reason=\"{reason}\"}} ");
-    get(proxy.metrics, "/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(line.as_str()).map(|v| v.parse().unwrap()))
-        .unwrap_or(0)
-}
-
 /// Reads until the server closes the connection (or 10 s pass: a failure).
 fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -78,7 +69,7 @@ fn a_slowloris_client_is_cut_at_the_header_deadline_while_others_are_served() {
         "the slow request was served"
     );
     assert_eq!(origin.count("/slow"), 0);
-    assert_eq!(metric(&proxy, "header_timeout"), 1);
+    assert_eq!(proxy.rejected("header_timeout"), 1);
 }
 
 #[test]
@@ -102,7 +93,7 @@ fn a_client_that_stops_reading_is_dropped_at_the_write_timeout_without_memory_gr
     eventually(
         "awning to give up on the reader",
         Duration::from_secs(20),
-        || (metric(&proxy, "client_write_timeout") == 1).then_some(()),
+        || (proxy.rejected("client_write_timeout") == 1).then_some(()),
     );
     let grown_kb = rss().saturating_sub(before);
     assert!(grown_kb < 20 * 1024, "awning grew by {grown_kb} KiB");
@@ -183,7 +174,7 @@ fn connections_per_client_address_are_capped() {
     let mut c = TcpStream::connect(proxy.addr).unwrap();
     let refused = String::from_utf8_lossy(&read_to_close(&mut c)).into_owned();
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
-    assert_eq!(metric(&proxy, "too_many_connections"), 1);
+    assert_eq!(proxy.rejected("too_many_connections"), 1);
     drop(a);
     eventually("a place to free up", Duration::from_secs(5), || {
         (get(proxy.addr, "/again").status == 200).then_some(())
@@ -231,7 +222,7 @@ fn blank_lines_before_a_request_do_not_stop_the_header_deadline() {
     }
     read_to_close(&mut slow);
     assert_eq!(origin.count("/slow"), 0);
-    assert_eq!(metric(&proxy, "header_timeout"), 1);
+    assert_eq!(proxy.rejected("header_timeout"), 1);
 }
 
 #[test]
@@ -259,5 +250,5 @@ fn a_body_slower_than_the_header_deadline_is_not_cut() {
     }
     let done = common::client::read_response(&mut reader, false, true);
     assert_eq!(done.status, 200, "a 2 s body under a 1 s header deadline");
-    assert_eq!(metric(&proxy, "header_timeout"), 0);
+    assert_eq!(proxy.rejected("header_timeout"), 0);
 }

@@ -49,15 +49,6 @@ fn proxy(origin: &FakeOrigin, extra: &str) -> ProxyUnderTest {
     )
 }
 
-fn rejected(proxy: &ProxyUnderTest, reason: &str) -> u64 {
-    let line = format!("awning_http_requests_rejected_total{{reason=\"{reason}\"}} ");
-    get(proxy.metrics, "/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(line.as_str()).map(|v| v.parse().unwrap()))
-        .unwrap_or(0)
-}
-
 #[test]
 fn security_headers_and_leak_stripping_apply_to_misses_and_hits_alike() {
     let origin = leaky_origin();
@@ -242,9 +233,9 @@ fn a_route_refuses_other_methods_bodies_too_large_and_foreign_types() {
     assert_eq!(r.status, 200, "a proper request still passes");
     assert_eq!(origin.count("/api/auth/login"), 1, "only the proper one");
 
-    assert_eq!(rejected(&proxy, "method_not_allowed"), 1);
-    assert_eq!(rejected(&proxy, "body_too_large"), 1);
-    assert_eq!(rejected(&proxy, "unsupported_media_type"), 1);
+    assert_eq!(proxy.rejected("method_not_allowed"), 1);
+    assert_eq!(proxy.rejected("body_too_large"), 1);
+    assert_eq!(proxy.rejected("unsupported_media_type"), 1);
 }
 
 #[test]
@@ -290,9 +281,9 @@ fn long_uris_and_oversized_header_sections_are_refused_before_routing() {
 
     assert_eq!(origin.total(), 0, "none reached the origin");
     assert_eq!(get(proxy.addr, "/page").status, 200, "still serving");
-    assert_eq!(rejected(&proxy, "uri_too_long"), 1);
-    assert_eq!(rejected(&proxy, "too_many_headers"), 1);
-    assert_eq!(rejected(&proxy, "headers_too_large"), 1);
+    assert_eq!(proxy.rejected("uri_too_long"), 1);
+    assert_eq!(proxy.rejected("too_many_headers"), 1);
+    assert_eq!(proxy.rejected("headers_too_large"), 1);
 }
 
 #[test]
@@ -317,7 +308,7 @@ fn a_listener_answers_only_for_its_hosts() {
         2,
         "the unknown host never reached the origin"
     );
-    assert_eq!(rejected(&proxy, "unknown_host"), 1);
+    assert_eq!(proxy.rejected("unknown_host"), 1);
 
     let strict_400 = start("requests: { unknown_host: 400 }\n");
     let r = Request::get("/")
@@ -331,7 +322,7 @@ fn encoded_slashes_are_refused_unless_kept() {
     let origin = FakeOrigin::fixed("ok");
     let refusing = proxy(&origin, "");
     assert_eq!(get(refusing.addr, "/p/ac%2Fdc").status, 400);
-    assert_eq!(rejected(&refusing, "hidden_separator"), 1);
+    assert_eq!(refusing.rejected("hidden_separator"), 1);
     let keeping = proxy(&origin, "requests: { encoded_slashes: keep }\n");
     assert_eq!(get(keeping.addr, "/p/ac%2fdc/./x/..").status, 200);
     assert_eq!(

@@ -145,15 +145,10 @@ fn shadow_mode_never_denies_but_tells() {
                 .then_some(())
         },
     );
-    let metrics = get(proxy.metrics, "/metrics").text();
     let counted = |result: &str| -> u64 {
-        let line = format!(
-            "awning_ratelimit_decisions_total{{decision=\"{result}\",policy=\"shadow\",tier=\"local\"}} "
-        );
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(line.as_str()))
-            .map_or(0, |v| v.parse().unwrap())
+        proxy.metric(&format!(
+            "awning_ratelimit_decisions_total{{decision=\"{result}\",policy=\"shadow\",tier=\"local\"}}"
+        )) as u64
     };
     assert_eq!(counted("allow"), 1);
     assert_eq!(counted("shadow_deny"), 5, "counted, though never denied");

@@ -61,16 +61,6 @@ fn advertised_quota(proxy: &ProxyUnderTest, probe: &mut u32) -> String {
     r.header("ratelimit-policy").unwrap_or("").to_string()
 }
 
-/// Sum of a metric's samples whose line starts with `prefix` (name and labels).
-fn metric(proxy: &ProxyUnderTest, prefix: &str) -> f64 {
-    get(proxy.metrics, "/metrics")
-        .text()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// `checks.redis.connected` of the node's readiness document.
 fn redis_connected(proxy: &ProxyUnderTest) -> Option<bool> {
     let ready = get(proxy.admin, "/readyz");
@@ -131,7 +121,7 @@ fn two_nodes_share_one_budget() {
     assert_eq!(origin.count("/team"), 10);
     let allowed =
         "awning_ratelimit_decisions_total{decision=\"allow\",policy=\"team\",tier=\"shared\"}";
-    assert_eq!(metric(&a, allowed) + metric(&b, allowed), 10.0);
+    assert_eq!(a.metric(allowed) + b.metric(allowed), 10.0);
     assert_eq!(a.metric("awning_redis_connected"), 1.0);
     assert!(a.metric("awning_redis_command_duration_seconds_count{command=\"decide\"}") >= 1.0);
     let keys = redis.command_full(&["KEYS", "awning:rl:*"]).unwrap();
@@ -174,8 +164,8 @@ fn when_redis_dies_nodes_fall_back_to_their_share_and_recover_when_it_returns() 
         );
         assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
     }
-    assert!(metric(&a, "awning_ratelimit_decisions_total{decision=\"allow\",policy=\"team\",tier=\"fallback\"}") >= 5.0);
-    assert!(metric(&a, "awning_ratelimit_redis_failures_total") >= 1.0);
+    assert!(a.metric("awning_ratelimit_decisions_total{decision=\"allow\",policy=\"team\",tier=\"fallback\"}") >= 5.0);
+    assert!(a.metric("awning_ratelimit_redis_failures_total") >= 1.0);
     assert_eq!(
         redis_connected(&a),
         Some(false),
@@ -219,12 +209,7 @@ fn a_slow_redis_costs_at_most_the_latency_budget_and_decides_locally() {
     let r = call(&a, "/team", "slow");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-policy"), Some("\"team\";q=5;w=60"));
-    assert!(
-        metric(
-            &a,
-            "awning_ratelimit_redis_failures_total{reason=\"timeout\"}"
-        ) >= 1.0
-    );
+    assert!(a.metric("awning_ratelimit_redis_failures_total{reason=\"timeout\"}") >= 1.0);
     eventually(
         "Redis decisions after the pause",
         Duration::from_secs(15),

@@ -224,6 +224,13 @@ impl ProxyUnderTest {
             .sum()
     }
 
+    /// Requests refused for `reason` (`awning_http_requests_rejected_total`).
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.metric(&format!(
+            "awning_http_requests_rejected_total{{reason=\"{reason}\"}}"
+        )) as u64
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
