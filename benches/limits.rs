@@ -25,6 +25,7 @@ fn policy(shared: bool) -> LimitPolicy {
         lockout: None,
         shared,
         on_redis_error: RedisFallback::Local,
+        definition: 0,
     }
 }
 

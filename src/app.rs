@@ -21,6 +21,7 @@ use crate::limits::shared::SharedTier;
 use crate::limits::Limiter;
 use crate::metrics::access_log::AccessLogger;
 use crate::proxy::Awning;
+use crate::reload::Reloader;
 use crate::snapshot::{self, Snapshot};
 
 /// How `run` was asked to start.
@@ -44,7 +45,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
         threads: config.threads,
         grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
-        upgrade_sock: "/tmp/awning_upgrade.sock".into(),
+        upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -57,7 +58,6 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     let listen = config.listen.clone();
     let config_clients = config.clients.clone();
     let config_access_log = config.access_log.clone();
-    let trusted_proxies = config.trusted_proxies.clone();
     let ipv6_prefix = config.limiter.ipv6_prefix;
     let admin_listen = config.admin.listen;
     let metrics_listen = config.metrics.listen;
@@ -79,11 +79,12 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     sampled.register();
     crate::limits::init_metrics();
     crate::cache::warm::spawn(&config);
+    let source = config.source.clone();
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
     let clients = config_clients;
     let access_log = match AccessLogger::new(&config_access_log) {
-        Ok(l) => l,
+        Ok(l) => Arc::new(l),
         Err(e) => {
             eprintln!("error: cannot open the access log: {e}");
             return EXIT_CONFIG;
@@ -91,7 +92,12 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     };
     let mut http_proxy = pingora::proxy::http_proxy(
         &server.configuration,
-        Awning::new(snapshots.clone(), cache, limiter.clone(), access_log),
+        Awning::new(
+            snapshots.clone(),
+            cache,
+            limiter.clone(),
+            access_log.clone(),
+        ),
     );
     let mut server_options = HttpServerOptions::default();
     // Pingora counts reuses: the first request is not one.
@@ -104,7 +110,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     http_proxy.h2_options = Some(h2);
     let mut proxy = Service::new(
         "awning proxy".to_string(),
-        Guarded::new(http_proxy, clients, trusted_proxies, ipv6_prefix),
+        Guarded::new(http_proxy, clients, snapshots.clone(), ipv6_prefix),
     );
     for addr in &listen.http {
         proxy.add_tcp(&addr.to_string());
@@ -129,13 +135,17 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     }
     let proxy_handle = server.add_service(proxy);
 
+    let reloader = match Reloader::start(&source, snapshots.clone(), access_log) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the config reloader: {e}");
+            return 1;
+        }
+    };
+
     let mut admin = Service::new(
         "awning admin".to_string(),
-        HttpServer::new_app(AdminApp::new(
-            snapshots.clone(),
-            cache,
-            limiter.shared_tier(),
-        )),
+        HttpServer::new_app(AdminApp::new(reloader, cache, limiter.shared_tier())),
     );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo`.
+//! The command line: `run`, `check`, `reload`, `purge`, `health`, `demo`.
 
 use std::path::{Path, PathBuf};
 
@@ -76,6 +76,24 @@ pub enum Command {
         #[arg(long)]
         soft: bool,
     },
+    /// Ask a running awning to reload its configuration (like SIGHUP, but
+    /// prints the outcome: 0 applied or unchanged, 2 rejected with its errors).
+    Reload {
+        #[command(flatten)]
+        config: ConfigPath,
+    },
+    /// Exit 0 when the awning of this config is alive (`--ready`: ready for
+    /// traffic), 1 otherwise. For container health checks.
+    Health {
+        /// The admin listener to ask; without it, admin.listen from the config.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        config: ConfigPath,
+        /// Check /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Run a sample storefront on loopback with awning in front of it.
     Demo {
         #[arg(short = 'c', long = "config", default_value = "proxy.yaml")]
@@ -134,6 +152,24 @@ pub fn main() -> i32 {
             }
             Err(code) => code,
         },
+        Command::Reload { config } => match load_or_report(&config.path) {
+            Ok(c) => crate::admin::client::reload(&c),
+            Err(code) => code,
+        },
+        Command::Health {
+            admin,
+            config,
+            ready,
+        } => {
+            let admin = match admin {
+                Some(a) => a,
+                None => match load_or_report(&config.path) {
+                    Ok(c) => c.admin.listen,
+                    Err(code) => return code,
+                },
+            };
+            crate::admin::client::health(admin, ready)
+        }
         Command::Demo {
             config,
             storefront,

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::config::ClientLimits;
 use crate::metrics;
+use crate::snapshot::SharedSnapshot;
 
 /// Connections held open right now, per listener port and per client.
 #[derive(Default)]
@@ -67,23 +68,19 @@ fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) {
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: ClientLimits,
-    trusted: Vec<ipnet::IpNet>,
+    /// Read per connection: `trusted_proxies` follows reloads.
+    snapshots: SharedSnapshot,
     /// IPv6 clients are counted per prefix, as the rate limiter keys them.
     ipv6_prefix: u8,
     counts: Arc<Counts>,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(
-        inner: A,
-        limits: ClientLimits,
-        trusted: Vec<ipnet::IpNet>,
-        ipv6_prefix: u8,
-    ) -> Self {
+    pub fn new(inner: A, limits: ClientLimits, snapshots: SharedSnapshot, ipv6_prefix: u8) -> Self {
         Self {
             inner: Arc::new(inner),
             limits,
-            trusted,
+            snapshots,
             ipv6_prefix,
             counts: Arc::default(),
         }
@@ -94,7 +91,10 @@ impl<A> Guarded<A> {
     fn admit(&self, listener: Option<u16>, ip: Option<IpAddr>) -> Option<Slot> {
         let ip = ip.map(|ip| ip.to_canonical());
         let capped_ip = ip
-            .filter(|ip| !self.trusted.iter().any(|n| n.contains(ip)))
+            .filter(|ip| {
+                let snap = self.snapshots.load();
+                !snap.config.trusted_proxies.iter().any(|n| n.contains(ip))
+            })
             .map(|ip| crate::limits::ip_key(ip, self.ipv6_prefix));
         {
             let mut per_listener = self.counts.per_listener.lock();

@@ -93,18 +93,31 @@ async fn check_group(snapshot: Arc<Snapshot>, group: usize) {
 
 #[async_trait]
 impl BackgroundService for ActiveChecks {
+    /// Checks the groups of the running snapshot; after a reload, those of
+    /// the new one (servers a reload kept share their state, so nothing
+    /// flaps).
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let snapshot = self.snapshots.load_full();
-        let tasks: Vec<_> = (0..snapshot.upstreams.len())
-            .filter(|g| snapshot.upstreams[*g].settings.health_check.is_some())
-            .map(|g| tokio::spawn(check_group(snapshot.clone(), g)))
-            .collect();
-        if tasks.is_empty() {
-            return;
-        }
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
+        loop {
+            let snapshot = self.snapshots.load_full();
+            let tasks: Vec<_> = (0..snapshot.upstreams.len())
+                .filter(|g| snapshot.upstreams[*g].settings.health_check.is_some())
+                .map(|g| tokio::spawn(check_group(snapshot.clone(), g)))
+                .collect();
+            let reloaded = async {
+                while Arc::ptr_eq(&snapshot, &self.snapshots.load()) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            };
+            let stop = tokio::select! {
+                _ = shutdown.changed() => true,
+                _ = reloaded => false,
+            };
+            for t in tasks {
+                t.abort();
+            }
+            if stop {
+                return;
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! awning: an edge proxy for online shops, on Pingora.
 //!
 //! Dependency direction: `config` <- domain modules (`routes`, `upstreams`,
-//! `headers`) <- `snapshot` <- `proxy`, `admin` <- `app` <- `cli`.
+//! `headers`) <- `snapshot` <- `proxy`, `admin`, `reload` <- `app` <- `cli`.
 
 pub mod admin;
 pub mod app;
@@ -17,6 +17,8 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod snapshot;
 pub mod upstreams;
+pub mod watch;

@@ -1,7 +1,7 @@
 //! Signals: SIGTERM drains in-flight requests and exits as soon as they are
 //! done (at the latest after `shutdown_grace`); SIGINT exits at once; SIGQUIT
-//! hands the listeners to a new binary (`run --upgrade`); SIGHUP is reserved
-//! for config reload and never kills the process.
+//! hands the listeners to a new binary (`run --upgrade`); SIGHUP reloads the
+//! configuration (and reopens the access log) and never kills the process.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,12 @@ pub fn install_sighup_handler() -> std::io::Result<()> {
         .name("awning-sighup".into())
         .spawn(move || {
             for _ in signals.forever() {
-                tracing::warn!("SIGHUP received: config reload is not wired yet; the running configuration is unchanged");
+                match crate::reload::running() {
+                    Some(reloader) => {
+                        reloader.request(crate::reload::Trigger::Signal);
+                    }
+                    None => tracing::warn!("SIGHUP before start-up finished: ignored"),
+                }
             }
         })?;
     Ok(())

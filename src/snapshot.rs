@@ -17,23 +17,51 @@ pub struct Snapshot {
     /// Indexed like `config.upstreams`; routes refer to them by index.
     pub upstreams: Vec<Arc<UpstreamGroup>>,
     pub generation: u64,
+    /// Content hash of the files it was read from (16 hex digits).
+    pub hash: String,
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl Snapshot {
     pub fn compile(config: Config, generation: u64) -> Self {
+        Self::succeeding(config, generation, None)
+    }
+
+    /// The snapshot replacing `previous`: upstream servers it shares with it
+    /// keep their health state.
+    pub fn succeeding(config: Config, generation: u64, previous: Option<&Snapshot>) -> Self {
         let upstreams = config
             .upstreams
             .iter()
             .cloned()
-            .map(|u| Arc::new(UpstreamGroup::new(u)))
+            .map(|u| {
+                let old = previous.and_then(|p| p.upstreams.iter().find(|g| g.name() == u.name));
+                Arc::new(UpstreamGroup::succeeding(u, old.map(|g| &**g)))
+            })
             .collect();
         let routes = RouteTable::new(config.routes.clone());
         Self {
+            hash: Self::content_hash(&config),
             config: Arc::new(config),
             routes,
             upstreams,
             generation,
+            loaded_at: std::time::SystemTime::now(),
         }
+    }
+
+    /// A hash of the files `config` was read from, names and contents: equal
+    /// hashes mean the same configuration.
+    pub fn content_hash(config: &Config) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0);
+        for f in &config.sources {
+            let path = f.path.to_string_lossy();
+            for part in [path.as_bytes(), f.text.as_bytes()] {
+                h.update(&(part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+        format!("{:016x}", h.digest())
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use crate::config::Upstream;
@@ -38,7 +38,9 @@ impl ServerState {
 #[derive(Debug)]
 pub struct UpstreamGroup {
     pub settings: Upstream,
-    servers: Vec<ServerState>,
+    /// Shared with the previous generation's group for servers a reload
+    /// did not change, so their health carries over.
+    servers: Vec<Arc<ServerState>>,
     next: AtomicUsize,
 }
 
@@ -62,14 +64,31 @@ impl Tried {
 
 impl UpstreamGroup {
     pub fn new(settings: Upstream) -> Self {
+        Self::succeeding(settings, None)
+    }
+
+    /// The group for a new configuration generation: a server that `previous`
+    /// (the same group in the running generation) also has keeps its state
+    /// (down after failures, failed health check).
+    pub fn succeeding(settings: Upstream, previous: Option<&UpstreamGroup>) -> Self {
         let servers = settings
             .servers
             .iter()
-            .map(|(label, addr)| ServerState {
-                addr: *addr,
-                label: label.clone(),
-                down_until_ms: AtomicU64::new(0),
-                check_failed: AtomicBool::new(false),
+            .map(|(label, addr)| {
+                let kept = previous.and_then(|p| {
+                    p.servers
+                        .iter()
+                        .find(|s| s.addr == *addr && s.label == *label)
+                });
+                match kept {
+                    Some(s) => Arc::clone(s),
+                    None => Arc::new(ServerState {
+                        addr: *addr,
+                        label: label.clone(),
+                        down_until_ms: AtomicU64::new(0),
+                        check_failed: AtomicBool::new(false),
+                    }),
+                }
             })
             .collect();
         Self {
@@ -194,6 +213,31 @@ mod tests {
         assert!(picks.iter().all(|p| *p == 1), "{picks:?}");
         assert!(g.record_check(0, true));
         assert_eq!(g.healthy_count(), 2);
+    }
+
+    #[test]
+    fn a_reloaded_group_keeps_the_state_of_servers_it_still_has() {
+        let old = group(2);
+        old.mark_failed(0);
+        assert!(old.record_check(1, false));
+        let mut settings = old.settings.clone();
+        settings.servers[1].1 = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let new = UpstreamGroup::succeeding(settings, Some(&old));
+        assert_eq!(
+            new.healthy_count(),
+            1,
+            "server 0 is still down, the new server 1 is up"
+        );
+        let picks: Vec<usize> = (0..3)
+            .map(|_| new.pick(&Tried::default()).unwrap())
+            .collect();
+        assert!(picks.iter().all(|p| *p == 1), "{picks:?}");
+        new.mark_ok(0);
+        assert_eq!(
+            old.healthy_count(),
+            1,
+            "one state, seen by both generations"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The admin listener: liveness, readiness and cache purge (reload and the
-//! config view arrive with their issues).
+//! The admin listener: liveness, readiness, cache purge, reload, rollback
+//! and the config view. Everything that changes state or shows the config
+//! needs the bearer token from `admin.token_file`.
 
 pub mod client;
 
@@ -13,6 +14,7 @@ use pingora::protocols::http::ServerSession;
 use crate::cache::purge::PurgeRequest;
 use crate::cache::CacheEngine;
 use crate::limits::shared::SharedTier;
+use crate::reload::{Reloader, Status, Trigger};
 use crate::snapshot::SharedSnapshot;
 
 /// Largest admin request body read.
@@ -20,25 +22,28 @@ const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 pub struct AdminApp {
     snapshots: SharedSnapshot,
+    reloader: Arc<Reloader>,
     cache: &'static CacheEngine,
     shared_limits: Option<Arc<SharedTier>>,
 }
 
 impl AdminApp {
     pub fn new(
-        snapshots: SharedSnapshot,
+        reloader: Arc<Reloader>,
         cache: &'static CacheEngine,
         shared_limits: Option<Arc<SharedTier>>,
     ) -> Self {
         Self {
-            snapshots,
+            snapshots: reloader.snapshots().clone(),
+            reloader,
             cache,
             shared_limits,
         }
     }
 
-    /// The readiness document: config generation, cache and per-upstream health.
-    pub fn readiness(&self) -> (bool, serde_json::Value) {
+    /// The readiness document: config generation, cache and per-upstream
+    /// health; `verbose` adds the config's hash, files and load time.
+    pub fn readiness(&self, verbose: bool) -> (bool, serde_json::Value) {
         let snap = self.snapshots.load();
         // A group no route uses cannot make the node unready.
         let used: Vec<usize> = snap.config.routes.iter().map(|r| r.upstream).collect();
@@ -75,7 +80,7 @@ impl AdminApp {
             None => (true, serde_json::Value::Null),
         };
         let ready = !snap.routes.is_empty() && upstreams_ok && redis_ok;
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "status": if ready { "ready" } else { "not ready" },
             "checks": {
                 "config": { "ok": true, "generation": snap.generation, "routes": snap.routes.len() },
@@ -91,6 +96,21 @@ impl AdminApp {
                 "redis": redis,
             }
         });
+        if verbose {
+            doc["checks"]["config"]["hash"] = snap.hash.clone().into();
+            doc["checks"]["config"]["loaded_at"] =
+                humantime::format_rfc3339_seconds(snap.loaded_at)
+                    .to_string()
+                    .into();
+            doc["checks"]["config"]["files"] = snap
+                .config
+                .sources
+                .iter()
+                .map(|f| f.path.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .into();
+            doc["checks"]["config"]["previous_hash"] = self.reloader.previous_hash().into();
+        }
         (ready, doc)
     }
 
@@ -123,6 +143,68 @@ impl AdminApp {
             return Some(r);
         }
         None
+    }
+
+    /// Reloads now and answers the outcome: 200 applied or unchanged, 422
+    /// rejected (with every error).
+    async fn reload(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = self.refusal(session) {
+            return r;
+        }
+        let reloader = Arc::clone(&self.reloader);
+        let waited = tokio::task::spawn_blocking(move || {
+            let ticket = reloader.request(Trigger::Admin);
+            reloader.wait(ticket)
+        })
+        .await;
+        match waited {
+            Ok(Some(outcome)) => {
+                let status = if outcome.outcome == Status::Rejected {
+                    422
+                } else {
+                    200
+                };
+                json(status, &serde_json::to_value(&*outcome).unwrap_or_default())
+            }
+            _ => text(
+                503,
+                "503 Service Unavailable: the reload did not finish in time\n",
+            ),
+        }
+    }
+
+    async fn rollback(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = self.refusal(session) {
+            return r;
+        }
+        let reloader = Arc::clone(&self.reloader);
+        match tokio::task::spawn_blocking(move || reloader.rollback()).await {
+            Ok(Some(outcome)) => json(200, &serde_json::to_value(&outcome).unwrap_or_default()),
+            Ok(None) => json(
+                409,
+                &serde_json::json!({ "error": "no previous configuration to roll back to" }),
+            ),
+            Err(_) => text(500, "500 Internal Server Error\n"),
+        }
+    }
+
+    /// The running config: a digest of what is in force and the files it
+    /// came from, secrets redacted.
+    fn config_view(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Some(r) = self.refusal(session) {
+            return r;
+        }
+        let snap = self.snapshots.load();
+        json(
+            200,
+            &serde_json::json!({
+                "generation": snap.generation,
+                "hash": snap.hash,
+                "loaded_at": humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
+                "effective": crate::config::view::effective(&snap.config),
+                "files": crate::config::view::files(&snap.config),
+            }),
+        )
     }
 
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -207,11 +289,20 @@ impl ServeHttp for AdminApp {
         match req.uri.path() {
             "/healthz" if read => text(200, "ok\n"),
             "/readyz" if read => {
-                let (ready, doc) = self.readiness();
+                let verbose = req.uri.query().is_some_and(|q| {
+                    q.split('&')
+                        .any(|p| p == "verbose" || p.starts_with("verbose="))
+                });
+                let (ready, doc) = self.readiness(verbose);
                 json(if ready { 200 } else { 503 }, &doc)
             }
             "/purge" if post => self.purge(session).await,
-            "/healthz" | "/readyz" | "/purge" => text(405, "405 Method Not Allowed\n"),
+            "/reload" if post => self.reload(session).await,
+            "/config/rollback" if post => self.rollback(session).await,
+            "/config" if read => self.config_view(session),
+            "/healthz" | "/readyz" | "/purge" | "/reload" | "/config" | "/config/rollback" => {
+                text(405, "405 Method Not Allowed\n")
+            }
             _ => text(404, "404 Not Found\n"),
         }
     }

@@ -116,3 +116,10 @@ pub const DEFAULT_SLOW_CRITICAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// An active health check fails after this long without an answer.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// File-watch events closer together than this make one reload (an editor's
+/// save is often several writes and a rename).
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Where a running awning hands its listeners to `run --upgrade`.
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/awning_upgrade.sock";

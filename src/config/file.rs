@@ -27,6 +27,8 @@ pub const PROXY_KEYS: &[&str] = &[
     "requests",
     "clients",
     "access_log",
+    "reload",
+    "upgrade_socket",
 ];
 
 /// Top-level keys of a rule file.
@@ -143,6 +145,14 @@ pub struct FileLimiter {
     pub table_size: Option<i64>,
     pub ipv6_prefix: Option<i64>,
     pub body: Option<FileDenyBody>,
+}
+
+/// `reload:` in proxy.yaml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReload {
+    pub watch: Option<bool>,
+    pub debounce: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

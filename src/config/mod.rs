@@ -11,6 +11,7 @@ mod hardening;
 mod locate;
 pub mod units;
 mod validate;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,26 @@ pub struct Config {
     pub warm: Vec<WarmUrl>,
     /// Rate-limit policies; routes refer to them by index.
     pub limits: Vec<LimitPolicy>,
+    pub reload: ReloadSettings,
+    /// The Unix socket a running awning hands its listeners over on (binary upgrade).
+    pub upgrade_socket: PathBuf,
+    /// The files this generation was read from, as read.
+    pub sources: Vec<SourceFile>,
+}
+
+/// One file of a configuration, as it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// `reload:` in proxy.yaml.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Reload when proxy.yaml or a rule file changes.
+    pub watch: bool,
+    pub debounce: Duration,
 }
 
 /// What a rate-limit key is made of.
@@ -84,6 +105,31 @@ pub struct LimitPolicy {
     /// Decided through Redis, one budget across nodes.
     pub shared: bool,
     pub on_redis_error: RedisFallback,
+    /// [`LimitPolicy::fingerprint`], computed once.
+    pub definition: u64,
+}
+
+impl LimitPolicy {
+    /// What the policy counts and against what: two policies with the same
+    /// definition share their buckets across a reload, a changed one starts
+    /// afresh. Stable across processes (shared keys in Redis use it).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0);
+        let text = format!(
+            "{}|{}|{:?}|{}|{:?}|{:?}|{}|{:?}",
+            self.name,
+            self.limit,
+            self.window,
+            self.burst,
+            self.key,
+            self.lockout,
+            self.misses_only,
+            self.shared
+        );
+        h.write(text.as_bytes());
+        h.finish()
+    }
 }
 
 /// After `after` denials within `base`, refuse the key for `base`, doubling
@@ -105,7 +151,7 @@ pub struct WarmUrl {
     pub path_and_query: String,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Listen {
     pub http: Vec<SocketAddr>,
     pub tls: Vec<TlsListener>,
@@ -128,7 +174,7 @@ impl Listen {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsListener {
     pub addr: SocketAddr,
     pub cert: PathBuf,
@@ -160,18 +206,18 @@ pub struct HealthCheck {
     pub timeout: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Admin {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
     pub listen: SocketAddr,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cache {
     pub memory: u64,
     pub max_object: u64,
@@ -182,7 +228,7 @@ pub struct Cache {
 }
 
 /// The Redis deployment shared by the nodes of one shop.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Redis {
     pub servers: RedisServers,
     /// Latency budget of one shared decision; slower answers count as failures.
@@ -203,7 +249,7 @@ pub enum RedisServers {
 }
 
 /// The node's rate-limiting settings (`limiter:` in proxy.yaml).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LimiterSettings {
     /// Keys the local tier holds at most, across all policies.
     pub table_size: usize,
@@ -330,7 +376,7 @@ pub enum LogSink {
 }
 
 /// `access_log:` in proxy.yaml: one JSON line per request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AccessLog {
     pub to: LogSink,
     /// Log the query string (off: it may carry personal data).
@@ -340,7 +386,7 @@ pub struct AccessLog {
 }
 
 /// Timeouts and caps toward clients (`clients:` in proxy.yaml).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClientLimits {
     /// A request's whole header section must arrive within this.
     pub header_timeout: Duration,

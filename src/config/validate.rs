@@ -19,7 +19,7 @@ use super::{
     PathMatch, QueryParam, Redis, RedisFallback, RedisServers, Route,
 };
 use super::{Allow, HealthCheck, ResponseHeaderRules, SlowThresholds, TlsListener, Upstream};
-use super::{LimitKey, LimitPolicy, LockoutRule, RouteCache, WarmUrl};
+use super::{LimitKey, LimitPolicy, LockoutRule, ReloadSettings, RouteCache, SourceFile, WarmUrl};
 
 /// Reads and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -45,6 +45,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// One parsed YAML file with the positions of its nodes.
 pub(super) struct Doc {
     file: PathBuf,
+    text: String,
     locator: Locator,
     value: Value,
 }
@@ -83,6 +84,7 @@ impl Doc {
         Some(Doc {
             file: file.to_path_buf(),
             locator: Locator::new(&text),
+            text,
             value,
         })
     }
@@ -308,6 +310,31 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         route.allow.max_body.get_or_insert(requests.max_body);
     }
 
+    let reload = check_reload(&doc, section("reload"), errs);
+    let upgrade_socket = match section("upgrade_socket") {
+        None => PathBuf::from(DEFAULT_UPGRADE_SOCKET),
+        Some(v) => {
+            let at = root.key("upgrade_socket");
+            let p: PathBuf = doc.de(v, &at, errs).unwrap_or_default();
+            // sun_path holds 108 bytes with its terminating NUL.
+            let p = resolve(&base, &p);
+            if p.as_os_str().len() > 100 {
+                errs.push(doc.at_value(
+                    &at,
+                    "socket path longer than 100 bytes; Unix sockets cannot use it",
+                ));
+            }
+            p
+        }
+    };
+    let sources = std::iter::once(&doc)
+        .chain(docs.iter())
+        .map(|d| SourceFile {
+            path: d.file.clone(),
+            text: d.text.clone(),
+        })
+        .collect();
+
     Some(Config {
         source: path.to_path_buf(),
         rule_files,
@@ -328,6 +355,9 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
         routes,
         warm,
         limits,
+        reload,
+        upgrade_socket,
+        sources,
     })
 }
 
@@ -1040,6 +1070,27 @@ fn check_limiter(doc: &Doc, v: Option<&Value>, errs: &mut Vec<ConfigError>) -> L
     out
 }
 
+fn check_reload(doc: &Doc, v: Option<&Value>, errs: &mut Vec<ConfigError>) -> ReloadSettings {
+    let mut out = ReloadSettings {
+        watch: true,
+        debounce: DEFAULT_RELOAD_DEBOUNCE,
+    };
+    let at = YamlPath::root().key("reload");
+    let Some(file) = v.and_then(|v| doc.de::<FileReload>(v, &at, errs)) else {
+        return out;
+    };
+    out.watch = file.watch.unwrap_or(true);
+    match file.debounce {
+        None => {}
+        Some(d) if d.0 <= Duration::from_secs(5) => out.debounce = d.0,
+        Some(_) => errs.push(doc.at_value(
+            &at.key("debounce"),
+            "debounce above 5s: changes would wait too long to apply",
+        )),
+    }
+    out
+}
+
 /// `limits: { name: policy }` in a rule file.
 fn check_limits(
     doc: &Doc,
@@ -1161,7 +1212,7 @@ fn check_limits(
         if errs.len() > before {
             continue;
         }
-        out.push(LimitPolicy {
+        let mut policy = LimitPolicy {
             lockout,
             name,
             limit,
@@ -1177,7 +1228,10 @@ fn check_limits(
                 FileRedisFallback::Open => RedisFallback::Open,
                 FileRedisFallback::Closed => RedisFallback::Closed,
             },
-        });
+            definition: 0,
+        };
+        policy.definition = policy.fingerprint();
+        out.push(policy);
     }
 }
 

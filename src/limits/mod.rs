@@ -267,6 +267,9 @@ impl Limiter {
             None => Vec::new(),
         };
         part(h, b'p', policy.name.as_bytes());
+        // A changed policy starts with fresh buckets; an unchanged one keeps
+        // its counters across a reload.
+        h.write_u64(policy.definition);
         for k in &policy.key {
             match k {
                 LimitKey::ClientIp => part(h, b'i', &ip_bytes),
@@ -364,6 +367,7 @@ mod tests {
             lockout: None,
             shared: false,
             on_redis_error: RedisFallback::Local,
+            definition: 0,
         }
     }
 

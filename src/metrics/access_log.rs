@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
@@ -37,18 +37,23 @@ pub struct Entry<'a> {
     pub upstream: Option<String>,
 }
 
+/// Where lines go, opened but not yet in use (a reload opens the new sink
+/// before it commits to anything).
+pub struct Sink(Option<Box<dyn Write + Send>>);
+
 pub struct AccessLogger {
-    sink: Option<Mutex<Box<dyn Write + Send>>>,
-    query: bool,
+    sink: Mutex<Sink>,
+    enabled: AtomicBool,
+    query: AtomicBool,
     /// Log one of every `hit_every` successful hits (0: none).
-    hit_every: u64,
+    hit_every: AtomicU64,
     hits: AtomicU64,
 }
 
-impl AccessLogger {
-    /// Opens the sink; a file is appended to.
-    pub fn new(config: &AccessLog) -> std::io::Result<Self> {
-        let sink: Option<Box<dyn Write + Send>> = match &config.to {
+impl Sink {
+    /// Opens the sink; a file is appended to (and created when missing).
+    pub fn open(config: &AccessLog) -> std::io::Result<Sink> {
+        Ok(Sink(match &config.to {
             LogSink::Off => None,
             LogSink::Stdout => Some(Box::new(std::io::stdout())),
             LogSink::Stderr => Some(Box::new(std::io::stderr())),
@@ -58,48 +63,66 @@ impl AccessLogger {
                     .append(true)
                     .open(path)?,
             )),
-        };
-        Ok(Self {
-            sink: sink.map(Mutex::new),
-            query: config.query,
-            hit_every: if config.hit_sample <= 0.0 {
-                0
-            } else {
-                (1.0 / config.hit_sample).round().max(1.0) as u64
-            },
+        }))
+    }
+}
+
+impl AccessLogger {
+    pub fn new(config: &AccessLog) -> std::io::Result<Self> {
+        let me = Self {
+            sink: Mutex::new(Sink(None)),
+            enabled: AtomicBool::new(false),
+            query: AtomicBool::new(false),
+            hit_every: AtomicU64::new(0),
             hits: AtomicU64::new(0),
-        })
+        };
+        me.install(Sink::open(config)?, config);
+        Ok(me)
+    }
+
+    /// Switches to `sink` and `config`'s settings (on reload; a file sink is
+    /// reopened each time, so that log rotation needs only a reload).
+    pub fn install(&self, sink: Sink, config: &AccessLog) {
+        let hit_every = if config.hit_sample <= 0.0 {
+            0
+        } else {
+            (1.0 / config.hit_sample).round().max(1.0) as u64
+        };
+        self.query.store(config.query, Ordering::Relaxed);
+        self.hit_every.store(hit_every, Ordering::Relaxed);
+        self.enabled.store(sink.0.is_some(), Ordering::Relaxed);
+        *self.sink.lock() = sink;
     }
 
     /// Whether query strings are logged.
     pub fn logs_query(&self) -> bool {
-        self.query
+        self.query.load(Ordering::Relaxed)
     }
 
     /// Whether this request gets a line: all but the successful hits left
     /// out by sampling.
     pub fn wants(&self, status: u16, cache: &str) -> bool {
-        if self.sink.is_none() {
+        if !self.enabled.load(Ordering::Relaxed) {
             return false;
         }
         if cache != "hit" || status >= 400 {
             return true;
         }
-        self.hit_every != 0 && self.hits.fetch_add(1, Ordering::Relaxed) % self.hit_every == 0
+        let every = self.hit_every.load(Ordering::Relaxed);
+        every != 0 && self.hits.fetch_add(1, Ordering::Relaxed) % every == 0
     }
 
     /// Writes one line (a failing sink loses the line, never the request).
     pub fn write(&self, entry: &Entry<'_>) {
-        let Some(sink) = &self.sink else {
-            return;
-        };
         let Ok(mut line) = serde_json::to_vec(entry) else {
             return;
         };
         line.push(b'\n');
-        let mut sink = sink.lock();
-        let _ = sink.write_all(&line);
-        let _ = sink.flush();
+        let mut sink = self.sink.lock();
+        if let Some(w) = sink.0.as_mut() {
+            let _ = w.write_all(&line);
+            let _ = w.flush();
+        }
     }
 }
 

@@ -42,3 +42,9 @@ pub const UPSTREAM_HEALTHY_SERVERS: &str = "awning_upstream_healthy_servers";
 pub const UPSTREAM_SERVERS: &str = "awning_upstream_servers";
 /// The running configuration's generation (1 at start, +1 per applied reload).
 pub const CONFIG_GENERATION: &str = "awning_config_generation";
+/// Configuration reloads, by `outcome` (applied, unchanged, rejected).
+pub const CONFIG_RELOADS: &str = "awning_config_reloads_total";
+/// Unix time of the last successful configuration load.
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "awning_config_last_reload_success_timestamp_seconds";
+/// 1, labelled with the running configuration's content `hash`.
+pub const CONFIG_INFO: &str = "awning_config_info";

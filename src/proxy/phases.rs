@@ -28,7 +28,7 @@ pub struct Awning {
     snapshots: SharedSnapshot,
     cache: &'static CacheEngine,
     limiter: std::sync::Arc<Limiter>,
-    access_log: AccessLogger,
+    access_log: std::sync::Arc<AccessLogger>,
 }
 
 impl Awning {
@@ -36,7 +36,7 @@ impl Awning {
         snapshots: SharedSnapshot,
         cache: &'static CacheEngine,
         limiter: std::sync::Arc<Limiter>,
-        access_log: AccessLogger,
+        access_log: std::sync::Arc<AccessLogger>,
     ) -> Self {
         Self {
             snapshots,
