@@ -225,7 +225,9 @@ fn broken_configs_are_rejected_with_their_errors_and_change_nothing() {
     let proxy_yaml = proxy.config_dir().join("proxy.yaml");
     let good_proxy_yaml = fs::read_to_string(&proxy_yaml).unwrap();
     let half = rules("half");
-    let cases: Vec<(&str, Box<dyn Fn()>, &str, &str)> = vec![
+    // (what, how to break the files, the file the error names, what it says)
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "invalid YAML",
             Box::new(|| {
