@@ -1,0 +1,154 @@
+//! Binary upgrade: `awning run --upgrade` takes the listeners of the running
+//! awning (SIGQUIT to it); no connection is refused and requests in flight
+//! on the old process complete.
+
+mod common;
+
+use std::fs;
+use std::io::{BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::client::read_response;
+use common::proxy::binary;
+use common::*;
+
+/// The new process, stopped by PID when the test ends.
+struct NewProcess(Child);
+
+impl Drop for NewProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_upgrade_hands_the_listeners_over_without_refusing_a_connection() {
+    let origin = FakeOrigin::start(|r| match r.path() {
+        "/slow" => Reply::ok("slow but complete").delay(Duration::from_secs(2)),
+        _ => Reply::ok("ok"),
+    });
+    let mut old = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .extra("upgrade_socket: upgrade.sock")
+            .rules(ALL_TO_SHOP),
+    );
+    let addr = old.addr;
+
+    // A client opening a new connection for every request, all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, refused, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let client = {
+        let (stop, ok, refused, failed) =
+            (stop.clone(), ok.clone(), refused.clone(), failed.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let stream = match std::net::TcpStream::connect(addr) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("connect: {e}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut reader = BufReader::new(stream);
+                    reader
+                        .get_mut()
+                        .write_all(
+                            b"GET /p HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+                        )
+                        .expect("write");
+                    read_response(&mut reader, false, true)
+                }));
+                match answer {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    eventually("the client is running", Duration::from_secs(5), || {
+        (ok.load(Ordering::Relaxed) > 10).then_some(())
+    });
+
+    // A request in flight on the old process when the upgrade starts.
+    let in_flight = thread::spawn(move || get(addr, "/slow"));
+    eventually(
+        "the slow request reached the origin",
+        Duration::from_secs(5),
+        || (origin.count("/slow") == 1).then_some(()),
+    );
+
+    let config = old.config_dir().join("proxy.yaml");
+    let new = NewProcess(
+        Command::new(binary())
+            .args(["run", "--upgrade", "-c"])
+            .arg(&config)
+            .env("AWNING_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(old.config_dir().join("new-stderr.log")).unwrap())
+            .spawn()
+            .expect("start the new awning"),
+    );
+    old.signal(libc::SIGQUIT);
+    let handed_over = Instant::now();
+
+    let slow = in_flight.join().unwrap();
+    assert_eq!(
+        (slow.status, slow.text().as_str()),
+        (200, "slow but complete"),
+        "the request in flight on the old process completed"
+    );
+    let status = old.wait_exit(Duration::from_secs(40));
+    assert!(status.success(), "the old process exits cleanly: {status}");
+    eprintln!("old process gone {:?} after SIGQUIT", handed_over.elapsed());
+    let before = ok.load(Ordering::Relaxed);
+    eventually(
+        "the new process answers alone",
+        Duration::from_secs(10),
+        || (ok.load(Ordering::Relaxed) > before + 20).then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+
+    let (ok, refused, failed) = (
+        ok.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    let new_log = fs::read_to_string(old.config_dir().join("new-stderr.log")).unwrap_or_default();
+    eprintln!("{ok} answered, {refused} refused, {failed} failed across the upgrade");
+    assert_eq!(
+        refused, 0,
+        "connections refused during the hand-off\n{new_log}"
+    );
+    assert_eq!(failed, 0, "requests failed during the hand-off\n{new_log}");
+    assert_eq!(
+        get(old.admin, "/healthz").status,
+        200,
+        "the admin listener moved too"
+    );
+    assert!(old.metrics != old.admin);
+    assert_eq!(
+        get(old.metrics, "/metrics").status,
+        200,
+        "and the metrics listener"
+    );
+    drop(new);
+}
