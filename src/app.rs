@@ -41,6 +41,7 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
         return 1;
     }
     let grace = config.shutdown_grace;
+    let upgrade_socket = config.upgrade_socket.clone();
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(grace.as_secs_f64().ceil() as u64),
@@ -166,8 +167,12 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
 
     extra(&mut server);
 
+    lifecycle::notify_ready();
     server.run(RunArgs {
-        shutdown_signal: Box::new(lifecycle::Signals { grace }),
+        shutdown_signal: Box::new(lifecycle::Signals {
+            grace,
+            upgrade_socket,
+        }),
     });
     0
 }

@@ -27,8 +27,26 @@ impl Drop for NewProcess {
     }
 }
 
+/// How the new binary is started.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum How {
+    /// `awning run --upgrade` by hand, then SIGQUIT to the old process.
+    Quit,
+    /// SIGUSR2 to the old process, which starts the new one itself.
+    Usr2,
+}
+
 #[test]
-fn an_upgrade_hands_the_listeners_over_without_refusing_a_connection() {
+fn run_upgrade_and_sigquit_hand_the_listeners_over_without_refusing_a_connection() {
+    hand_over(How::Quit);
+}
+
+#[test]
+fn sigusr2_upgrades_in_place_without_refusing_a_connection() {
+    hand_over(How::Usr2);
+}
+
+fn hand_over(how: How) {
     let origin = FakeOrigin::start(|r| match r.path() {
         "/slow" => Reply::ok("slow but complete").delay(Duration::from_secs(2)),
         _ => Reply::ok("ok"),
@@ -94,19 +112,29 @@ fn an_upgrade_hands_the_listeners_over_without_refusing_a_connection() {
         || (origin.count("/slow") == 1).then_some(()),
     );
 
+    let old_pid = old.pid();
     let config = old.config_dir().join("proxy.yaml");
-    let new = NewProcess(
-        Command::new(binary())
-            .args(["run", "--upgrade", "-c"])
-            .arg(&config)
-            .env("AWNING_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(old.config_dir().join("new-stderr.log")).unwrap())
-            .spawn()
-            .expect("start the new awning"),
-    );
-    old.signal(libc::SIGQUIT);
+    let new = match how {
+        How::Quit => {
+            let new = NewProcess(
+                Command::new(binary())
+                    .args(["run", "--upgrade", "-c"])
+                    .arg(&config)
+                    .env("AWNING_LOG", "info")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(fs::File::create(old.config_dir().join("new-stderr.log")).unwrap())
+                    .spawn()
+                    .expect("start the new awning"),
+            );
+            old.signal(libc::SIGQUIT);
+            Some(new)
+        }
+        How::Usr2 => {
+            old.signal(libc::SIGUSR2);
+            None
+        }
+    };
     let handed_over = Instant::now();
 
     let slow = in_flight.join().unwrap();
@@ -144,11 +172,56 @@ fn an_upgrade_hands_the_listeners_over_without_refusing_a_connection() {
         200,
         "the admin listener moved too"
     );
-    assert!(old.metrics != old.admin);
     assert_eq!(
         get(old.metrics, "/metrics").status,
         200,
         "and the metrics listener"
     );
-    drop(new);
+    let ready: serde_json::Value =
+        serde_json::from_slice(&get(old.admin, "/readyz?verbose").body).unwrap();
+    let new_pid = ready["pid"].as_i64().unwrap() as i32;
+    assert_ne!(new_pid, old_pid, "another process answers");
+    match new {
+        Some(new) => assert_eq!(new_pid, new.0.id() as i32),
+        None => {
+            // Started by the old process: stop it by the PID it reports.
+            // SAFETY: kill(2) on the successor of our own child.
+            unsafe { libc::kill(new_pid, libc::SIGINT) };
+            eventually("the new process stops", Duration::from_secs(10), || {
+                std::net::TcpStream::connect(addr).is_err().then_some(())
+            });
+        }
+    }
+}
+
+#[test]
+fn sigusr2_with_a_broken_config_keeps_the_old_process_serving() {
+    let origin = FakeOrigin::fixed("ok");
+    let mut proxy = ProxyUnderTest::start(
+        Setup::new()
+            .upstream("shop", &[origin.addr()], "")
+            .extra("upgrade_socket: upgrade.sock\nreload: { watch: false }")
+            .rules(ALL_TO_SHOP),
+    );
+    fs::write(
+        proxy.config_dir().join("rules/routes.yaml"),
+        "routes: [ { name: x } ]\n",
+    )
+    .unwrap();
+    proxy.signal(libc::SIGUSR2);
+    eventually("the upgrade is abandoned", Duration::from_secs(20), || {
+        proxy
+            .stderr()
+            .contains("binary upgrade abandoned")
+            .then_some(())
+    });
+    assert!(proxy.is_running());
+    assert_eq!(
+        get(proxy.addr, "/").status,
+        200,
+        "the old process serves on"
+    );
+    let ready: serde_json::Value =
+        serde_json::from_slice(&get(proxy.admin, "/readyz?verbose").body).unwrap();
+    assert_eq!(ready["pid"].as_i64(), Some(proxy.pid() as i64));
 }

@@ -97,6 +97,8 @@ impl AdminApp {
             }
         });
         if verbose {
+            doc["pid"] = std::process::id().into();
+            doc["version"] = env!("CARGO_PKG_VERSION").into();
             doc["checks"]["config"]["hash"] = snap.hash.clone().into();
             doc["checks"]["config"]["loaded_at"] =
                 humantime::format_rfc3339_seconds(snap.loaded_at)
