@@ -4,10 +4,11 @@
 CARGO ?= cargo
 # Packages the build and the tests need: a C compiler, cmake (zlib-ng in
 # pingora), pkg-config, redis-server / redis-cli for the Redis tests, and
-# promtool (Debian's prometheus package) to check the metrics exposition.
-APT_PACKAGES := build-essential cmake pkg-config redis-server redis-tools prometheus
+# promtool (Debian's prometheus package) to check the metrics exposition, and
+# systemd-analyze (systemd) to check the shipped unit.
+APT_PACKAGES := build-essential cmake pkg-config redis-server redis-tools prometheus systemd
 
-.PHONY: all deps build test demo check bench lint fmt clean
+.PHONY: all deps build test demo check check-deploy bench lint fmt clean
 
 all: build
 
@@ -20,6 +21,7 @@ deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -47,6 +49,11 @@ demo: deps
 ## check: validate the shipped configuration
 check: deps
 	$(CARGO) run -- check -c proxy.yaml
+
+## check-deploy: systemd-analyze verify + security on systemd/awning.service
+## (the same checks tests/deploy.rs runs in `make test`)
+check-deploy: deps
+	$(CARGO) test --test deploy
 
 ## bench: criterion micro-benches (release build)
 bench: deps
