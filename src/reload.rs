@@ -323,6 +323,7 @@ impl Reloader {
                         if unchanged {
                             tracing::info!(
                                 generation = running.generation,
+                                trigger = ?trigger,
                                 "config reload: files unchanged"
                             );
                             self.outcome(
