@@ -29,13 +29,29 @@ use crate::snapshot::{self, Snapshot};
 pub struct RunOptions {
     /// Take the listeners over from a running awning (binary upgrade).
     pub upgrade: bool,
+    /// Applied to the config at start and to every reloaded one.
+    pub adjust: Option<ConfigAdjust>,
+}
+
+/// A change made to every loaded config (the demo points the upstreams at
+/// its own storefront, on start and on each reload alike).
+#[derive(Clone)]
+pub struct ConfigAdjust(pub Arc<dyn Fn(&mut Config) + Send + Sync>);
+
+impl std::fmt::Debug for ConfigAdjust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigAdjust")
+    }
 }
 
 /// Exit code for a configuration that cannot be used.
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Runs the proxy until shutdown. `extra` may add services (the demo storefront).
-pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) -> i32 {
+pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) -> i32 {
+    if let Some(adjust) = &opts.adjust {
+        (adjust.0)(&mut config);
+    }
     if let Err(e) = lifecycle::install_sighup_handler() {
         tracing::error!("cannot install the SIGHUP handler: {e}");
         return 1;
@@ -136,13 +152,14 @@ pub fn run(config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) ->
     }
     let proxy_handle = server.add_service(proxy);
 
-    let reloader = match Reloader::start(&source, snapshots.clone(), access_log) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the config reloader: {e}");
-            return 1;
-        }
-    };
+    let reloader =
+        match Reloader::start(&source, snapshots.clone(), access_log, opts.adjust.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the config reloader: {e}");
+                return 1;
+            }
+        };
 
     let mut admin = Service::new(
         "awning admin".to_string(),

@@ -148,7 +148,14 @@ pub fn main() -> i32 {
         Command::Run { config, upgrade } => match load_or_report(&config.path) {
             Ok(c) => {
                 tracing::info!("{}", c.summary());
-                app::run(c, RunOptions { upgrade }, |_| {})
+                app::run(
+                    c,
+                    RunOptions {
+                        upgrade,
+                        adjust: None,
+                    },
+                    |_| {},
+                )
             }
             Err(code) => code,
         },
@@ -217,7 +224,14 @@ fn run_demo(path: &Path, storefront: Option<std::net::SocketAddr>, only: bool) -
     };
     demo::point_upstreams_at(&mut config, addr);
     println!("{}", demo::hints(&config, addr));
-    app::run(config, RunOptions::default(), |server| {
+    let opts = RunOptions {
+        upgrade: false,
+        // Reloads read proxy.yaml again: keep sending to the sample storefront.
+        adjust: Some(app::ConfigAdjust(std::sync::Arc::new(
+            move |c: &mut Config| demo::point_upstreams_at(c, addr),
+        ))),
+    };
+    app::run(config, opts, |server| {
         server.add_service(demo::storefront_service(addr));
     })
 }

@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use pingora_prometheus::prometheus::{Gauge, IntCounterVec, IntGaugeVec, Opts};
 use serde::Serialize;
 
+use crate::app::ConfigAdjust;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::access_log::{AccessLogger, Sink};
 use crate::metrics::{self, names};
@@ -174,6 +175,7 @@ pub struct Reloader {
     path: PathBuf,
     snapshots: SharedSnapshot,
     access_log: Arc<AccessLogger>,
+    adjust: Option<ConfigAdjust>,
     tickets: Mutex<Tickets>,
     wake: Condvar,
     /// Held while a new snapshot is built and swapped (reload or rollback).
@@ -197,6 +199,7 @@ impl Reloader {
         path: &Path,
         snapshots: SharedSnapshot,
         access_log: Arc<AccessLogger>,
+        adjust: Option<ConfigAdjust>,
     ) -> std::io::Result<Arc<Reloader>> {
         for r in [Status::Applied, Status::Unchanged, Status::Rejected] {
             RELOADS.with_label_values(&[r.as_str()]);
@@ -207,6 +210,7 @@ impl Reloader {
             path: path.to_path_buf(),
             snapshots,
             access_log,
+            adjust,
             tickets: Mutex::new(Tickets {
                 requested: 0,
                 answered: 0,
@@ -300,6 +304,9 @@ impl Reloader {
                 )
             }
             Ok(mut new) => {
+                if let Some(adjust) = &self.adjust {
+                    (adjust.0)(&mut new);
+                }
                 let needs_restart = keep_restart_only(&running.config, &mut new);
                 match Sink::open(&new.access_log) {
                     Err(e) => {

@@ -110,3 +110,25 @@ fn demo_storefront_answers_conditional_requests() {
         .send(proxy.addr);
     assert_eq!(again.status, 304);
 }
+
+#[test]
+fn a_reload_in_the_demo_keeps_sending_to_the_sample_storefront() {
+    let proxy = demo();
+    assert_eq!(get(proxy.addr, "/api/products").status, 200);
+    // proxy.yaml names a placeholder server; a reload reads it again.
+    let rules = proxy.config_dir().join("rules/routes.yaml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{text}\n# edited\n")).unwrap();
+    eventually(
+        "the edit applied",
+        std::time::Duration::from_secs(5),
+        || (proxy.metric("awning_config_generation") == 2.0).then_some(()),
+    );
+    // A URL not cached yet: answered by the storefront itself.
+    let r = get(proxy.addr, "/api/products/2?after=reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        proxy.metric("awning_upstream_healthy_servers{upstream=\"storefront\"}"),
+        1.0
+    );
+}
