@@ -70,7 +70,6 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
 
     let listen = config.listen.clone();
     let config_clients = config.clients.clone();
@@ -183,6 +182,11 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
     }
 
     extra(&mut server);
+
+    // Last: with `--upgrade` this takes the listeners over and the old process
+    // starts to leave, so everything that can fail (TLS keys, the access log,
+    // the watcher) has been done above, and a failure leaves the old one serving.
+    server.bootstrap();
 
     lifecycle::notify_ready();
     server.run(RunArgs {

@@ -19,6 +19,12 @@ use crate::proxy::inflight_requests;
 /// Installs the SIGHUP handler before anything else runs, so that an early
 /// SIGHUP cannot take the default action (terminate).
 pub fn install_sighup_handler() -> std::io::Result<()> {
+    // SIGUSR2 (binary upgrade) is handled once the server runs; until then
+    // it must not take its default action, which is to terminate.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR2,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )?;
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new()
         .name("awning-sighup".into())
@@ -103,6 +109,13 @@ impl Signals {
 /// in charge, when it is not `awning run` or the new one exits first (a
 /// config it rejects, a binary that does not start).
 fn start_successor(socket: &Path) -> std::io::Result<u32> {
+    if std::process::id() == 1 {
+        // The new process would be our child; when we exit, the container
+        // (or PID namespace) ends with us. Replace the container instead.
+        return Err(std::io::Error::other(
+            "running as PID 1 (a container): upgrade by replacing the container",
+        ));
+    }
     let mut args: Vec<OsString> = std::env::args_os().collect();
     if args.is_empty() {
         return Err(std::io::Error::other("no command line to start again"));

@@ -150,6 +150,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!("metrics.listen", metrics.listen);
     keep!("cache.memory", cache.memory);
     keep!("cache.max_object", cache.max_object);
+    keep!("cache.tag_headers", cache.tag_headers);
     keep!("redis", redis);
     keep!("limiter.table_size", limiter.table_size);
     keep!("limiter.ipv6_prefix", limiter.ipv6_prefix);
@@ -157,6 +158,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!("shutdown_grace", shutdown_grace);
     keep!("upgrade_socket", upgrade_socket);
     keep!("reload.watch", reload.watch);
+    keep!("reload.debounce", reload.debounce);
     changed
 }
 
@@ -180,6 +182,8 @@ pub struct Reloader {
     wake: Condvar,
     /// Held while a new snapshot is built and swapped (reload or rollback).
     applying: Mutex<Previous>,
+    /// Its hash, readable without waiting for a reload in progress.
+    previous_hash: Mutex<Option<String>>,
 }
 
 /// The last good generation before the running one, for rollback.
@@ -219,6 +223,7 @@ impl Reloader {
             }),
             wake: Condvar::new(),
             applying: Mutex::new(Previous::default()),
+            previous_hash: Mutex::new(None),
         });
         let worker = Arc::clone(&me);
         std::thread::Builder::new()
@@ -270,7 +275,11 @@ impl Reloader {
                 }
                 (t.requested, t.last_trigger)
             };
-            let outcome = Arc::new(self.reload(trigger));
+            // A bug in one reload must not end reloading for the process.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload(trigger)))
+                    .unwrap_or_else(|_| self.panicked(trigger));
+            let outcome = Arc::new(outcome);
             let mut t = self.tickets.lock();
             t.answered = target;
             t.last = Some(outcome);
@@ -286,6 +295,7 @@ impl Reloader {
         let running = self.snapshots.load_full();
         let outcome = match config::load(&self.path) {
             Err(errors) => {
+                self.reopen_access_log(&running);
                 for e in &errors.0 {
                     tracing::error!(trigger = ?trigger, "config reload rejected: {e}");
                 }
@@ -315,6 +325,7 @@ impl Reloader {
                             format!("access_log: cannot open {:?}: {e}", new.access_log.to),
                         );
                         tracing::error!("config reload rejected: {error}");
+                        self.reopen_access_log(&running);
                         self.outcome(
                             Status::Rejected,
                             trigger,
@@ -350,6 +361,7 @@ impl Reloader {
                             ));
                             self.snapshots.store(Arc::clone(&next));
                             previous.0 = Some(Arc::clone(&running));
+                            *self.previous_hash.lock() = Some(running.hash.clone());
                             export_running(&next.hash);
                             if warm_changed {
                                 crate::cache::warm::spawn(&next.config);
@@ -375,6 +387,36 @@ impl Reloader {
         outcome
     }
 
+    /// Reopens the running config's access log (the new config was not
+    /// applied, but a SIGHUP from logrotate must still move to the new file).
+    fn reopen_access_log(&self, running: &Snapshot) {
+        match Sink::open(&running.config.access_log) {
+            Ok(sink) => self.access_log.install(sink, &running.config.access_log),
+            Err(e) => tracing::error!("cannot reopen the access log: {e}"),
+        }
+    }
+
+    /// The outcome of a reload that panicked: nothing was applied.
+    fn panicked(&self, trigger: Trigger) -> Outcome {
+        let running = self.snapshots.load_full();
+        let error = ConfigError::file(
+            &self.path,
+            "internal error during the reload (see the log); nothing was applied",
+        );
+        tracing::error!("config reload failed: {error}");
+        RELOADS
+            .with_label_values(&[Status::Rejected.as_str()])
+            .inc();
+        self.outcome(
+            Status::Rejected,
+            trigger,
+            &running,
+            Vec::new(),
+            vec![ErrorReport::from(&error)],
+            Instant::now(),
+        )
+    }
+
     /// Puts the previous good generation back (as a new generation); the one
     /// running becomes the previous. `None` when there is nothing to go back to.
     pub fn rollback(&self) -> Option<Outcome> {
@@ -391,6 +433,7 @@ impl Reloader {
             Some(&running),
         ));
         self.snapshots.store(Arc::clone(&next));
+        *self.previous_hash.lock() = Some(running.hash.clone());
         previous.0 = Some(running);
         export_running(&next.hash);
         tracing::warn!(generation = next.generation, hash = %next.hash, "config rolled back to the previous generation");
@@ -407,7 +450,7 @@ impl Reloader {
 
     /// The hash of the generation a rollback would restore.
     pub fn previous_hash(&self) -> Option<String> {
-        self.applying.lock().0.as_ref().map(|s| s.hash.clone())
+        self.previous_hash.lock().clone()
     }
 
     fn outcome(
@@ -467,5 +510,20 @@ mod tests {
         assert_eq!(new.trusted_proxies.len(), 1, "reloadable settings apply");
         let mut same = load(&format!("{BASE}cache: {{ memory: 64MiB }}\n"));
         assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+
+    #[test]
+    fn the_hash_changes_when_a_host_name_resolves_elsewhere() {
+        let config = load(BASE);
+        let mut moved = config.clone();
+        moved.upstreams[0].servers[0].1 = "127.0.0.1:5".parse().unwrap();
+        assert_eq!(
+            Snapshot::content_hash(&config),
+            Snapshot::content_hash(&config.clone())
+        );
+        assert_ne!(
+            Snapshot::content_hash(&config),
+            Snapshot::content_hash(&moved)
+        );
     }
 }

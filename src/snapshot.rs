@@ -50,15 +50,23 @@ impl Snapshot {
         }
     }
 
-    /// A hash of the files `config` was read from, names and contents: equal
-    /// hashes mean the same configuration.
+    /// A hash of the files `config` was read from, names and contents, and
+    /// of the addresses its upstream host names resolved to: equal hashes
+    /// mean the same configuration (a name that now resolves elsewhere is a
+    /// change).
     pub fn content_hash(config: &Config) -> String {
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0);
+        let mut part = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
         for f in &config.sources {
-            let path = f.path.to_string_lossy();
-            for part in [path.as_bytes(), f.text.as_bytes()] {
-                h.update(&(part.len() as u64).to_le_bytes());
-                h.update(part);
+            part(f.path.to_string_lossy().as_bytes());
+            part(f.text.as_bytes());
+        }
+        for u in &config.upstreams {
+            for (_, addr) in &u.servers {
+                part(addr.to_string().as_bytes());
             }
         }
         format!("{:016x}", h.digest())

@@ -81,7 +81,14 @@ impl UpstreamGroup {
                         .find(|s| s.addr == *addr && s.label == *label)
                 });
                 match kept {
-                    Some(s) => Arc::clone(s),
+                    Some(s) => {
+                        // Nothing checks the group any more: a failed check
+                        // must not keep the server out for good.
+                        if settings.health_check.is_none() {
+                            s.check_failed.store(false, Ordering::Relaxed);
+                        }
+                        Arc::clone(s)
+                    }
                     None => Arc::new(ServerState {
                         addr: *addr,
                         label: label.clone(),
@@ -238,6 +245,23 @@ mod tests {
             1,
             "one state, seen by both generations"
         );
+    }
+
+    #[test]
+    fn a_server_failed_by_a_check_comes_back_when_the_check_is_removed() {
+        let mut checked = group(1).settings;
+        checked.health_check = Some(crate::config::HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        });
+        let old = UpstreamGroup::new(checked.clone());
+        assert!(old.record_check(0, false));
+        let still_checked = UpstreamGroup::succeeding(checked.clone(), Some(&old));
+        assert_eq!(still_checked.healthy_count(), 0);
+        checked.health_check = None;
+        let unchecked = UpstreamGroup::succeeding(checked, Some(&still_checked));
+        assert_eq!(unchecked.healthy_count(), 1);
     }
 
     #[test]

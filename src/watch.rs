@@ -22,6 +22,10 @@ use crate::reload::{Reloader, Trigger};
 /// A burst of events that never pauses still reloads after this long.
 const MAX_DELAY: Duration = Duration::from_millis(600);
 
+/// How often the watched directories are matched to the running config
+/// after a reload the watcher did not trigger.
+const REFOLLOW: Duration = Duration::from_secs(1);
+
 /// Whether an event on `path` can change the configuration: one of its files
 /// (by name), any YAML file (a new rule file matching a pattern), or a
 /// Kubernetes `..data` swap.
@@ -90,18 +94,25 @@ pub fn spawn(reloader: Arc<Reloader>, debounce: Duration) -> std::io::Result<()>
     std::thread::Builder::new()
         .name("awning-watch".into())
         .spawn(move || {
-            while rx.recv().is_ok() {
-                let until = Instant::now() + MAX_DELAY;
-                while Instant::now() < until && rx.recv_timeout(debounce).is_ok() {}
-                let ticket = reloader.request(Trigger::Watch);
-                let _ = reloader.wait(ticket);
-                // Rule files may have moved to other directories.
-                follow(
-                    &mut watcher,
-                    &mut watched,
-                    &names,
-                    &reloader.snapshots().load().config,
-                );
+            let mut followed = reloader.snapshots().load().generation;
+            loop {
+                match rx.recv_timeout(REFOLLOW) {
+                    Ok(()) => {
+                        let until = Instant::now() + MAX_DELAY;
+                        while Instant::now() < until && rx.recv_timeout(debounce).is_ok() {}
+                        let ticket = reloader.request(Trigger::Watch);
+                        let _ = reloader.wait(ticket);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                // A reload (by any trigger) may have moved rule files to
+                // other directories.
+                let snap = reloader.snapshots().load_full();
+                if snap.generation != followed {
+                    followed = snap.generation;
+                    follow(&mut watcher, &mut watched, &names, &snap.config);
+                }
             }
         })?;
     Ok(())

@@ -376,7 +376,8 @@ fn the_watcher_follows_a_configmap_style_symlink_swap() {
 #[test]
 fn a_storm_of_reloads_ends_on_the_newest_valid_config() {
     let origin = FakeOrigin::fixed("ok");
-    let proxy = start(&origin, "", &rules("start"));
+    // SIGHUP alone: the watcher would reload on its own.
+    let proxy = start(&origin, "reload: { watch: false }", &rules("start"));
     let file = rule_file(&proxy);
     let load = Load::start(proxy.addr, 1);
     let storm = Instant::now();
@@ -400,7 +401,7 @@ fn a_storm_of_reloads_ends_on_the_newest_valid_config() {
         .map(|o| proxy.metric(&format!("awning_config_reloads_total{{outcome=\"{o}\"}}")))
         .sum();
     eprintln!("100 changes + SIGHUPs in {stormed:?} -> {reloads} reloads");
-    assert!(reloads >= 1.0);
+    assert!((1.0..=100.0).contains(&reloads), "{reloads} reloads");
     assert_eq!(get(proxy.admin, "/healthz").status, 200);
 }
 

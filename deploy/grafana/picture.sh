@@ -18,6 +18,11 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 cp -r proxy.yaml rules "$work/"
+# One load generator stands for many customers: lift the per-client API and
+# page limits (login keeps its brute-force limit, so 429s and lockouts show).
+sed -i -e 's|api:     { rate: 300/min, burst: 50 }|api:     { rate: 60000/min, burst: 1000 }|' \
+       -e 's|general: { rate: 500/min, burst: 100 }|general: { rate: 60000/min, burst: 1000 }|' "$work/rules/storefront.yaml"
+grep -q "rate: 60000/min" "$work/rules/storefront.yaml" || { echo "rules/storefront.yaml changed: update picture.sh"; exit 1; }
 target/debug/awning demo -c "$work/proxy.yaml" >"$work/demo.log" 2>&1 & pids+=($!)
 awning_pid=$!
 cat >"$work/prometheus.yml" <<YAML
@@ -36,18 +41,19 @@ minutes, work, awning = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 end = time.time() + minutes * 60
 base = "http://127.0.0.1:8080"
 def hit(path, data=None):
+    headers = {"Content-Type": "application/json"} if data else {}
     try:
-        urllib.request.urlopen(urllib.request.Request(base + path, data=data), timeout=10).read()
+        urllib.request.urlopen(urllib.request.Request(base + path, data=data, headers=headers), timeout=10).read()
     except Exception:
         pass
 def browse():
     while time.time() < end:
         r = random.random()
-        if r < 0.45: hit(f"/api/products/{random.randint(1, 20)}")
+        if r < 0.45: hit(f"/api/products/{random.randint(1, 6)}")
         elif r < 0.6: hit(f"/_next/static/chunks/main-4f2a9c.js")
         elif r < 0.72: hit(f"/api/search?q={random.choice(['shoe', 'hat', 'coat', 'bag'])}")
         elif r < 0.82: hit("/api/cart", b'{"product": 3}')
-        elif r < 0.92: hit(random.choice(["/", "/products", "/about"]))
+        elif r < 0.97: hit(random.choice(["/", "/products/canvas-awning", "/products/deck-chair", "/api/categories"]))
         else: hit(f"/no-such-page-{random.randint(1, 1000)}")
         time.sleep(random.uniform(0.002, 0.02))
 def brute_force():
@@ -68,4 +74,5 @@ for t in threads: t.join()
 PY
 sleep 4  # one more scrape after the traffic
 mkdir -p docs
-python3 deploy/grafana/render.py --prometheus http://127.0.0.1:9099 --out docs/dashboard.png --minutes "$minutes"
+python3 deploy/grafana/render.py --prometheus http://127.0.0.1:9099 --out docs/dashboard.png \
+  --minutes "$minutes" --rate-window 1m

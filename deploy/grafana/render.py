@@ -59,9 +59,9 @@ def human(value, title):
     return f"{value:,.1f}"
 
 
-def expr_of(target):
+def expr_of(target, window):
     # The dashboard's variables: every instance.
-    return target["expr"].replace('instance=~"$instance"', 'instance=~".*"')
+    return target["expr"].replace('instance=~"$instance"', 'instance=~".*"').replace("[5m]", f"[{window}]")
 
 
 def main():
@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--dashboard", default="deploy/grafana/awning.json")
     ap.add_argument("--out", default="docs/dashboard.png")
     ap.add_argument("--minutes", type=float, default=5)
+    ap.add_argument("--rate-window", default="5m",
+                    help="range of rate() and increase() (the dashboard's 5m; shorter for a short run)")
     args = ap.parse_args()
 
     dash = json.load(open(args.dashboard))
@@ -80,8 +82,10 @@ def main():
     step = max(2, int(args.minutes * 60 / 150))
 
     fig = plt.figure(figsize=(20, rows * 0.42), facecolor=BG)
-    grid = gridspec.GridSpec(rows, 24, figure=fig, hspace=1.6, wspace=1.2)
-    fig.suptitle(dash.get("title", "awning"), color=TEXT, fontsize=16, x=0.01, ha="left")
+    grid = gridspec.GridSpec(rows, 24, figure=fig, hspace=1.6, wspace=1.2,
+                             top=0.97, bottom=0.03, left=0.03, right=0.99)
+    fig.text(0.01, 0.99, f"{dash.get('title', 'awning')} (deploy/grafana/awning.json, last {args.minutes:g} min, rates over {args.rate_window})",
+             color=TEXT, fontsize=14, ha="left", va="top")
     for p in panels:
         g = p["gridPos"]
         ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
@@ -90,16 +94,16 @@ def main():
             side.set_color(GRID)
         ax.set_title(p["title"], color=TEXT, fontsize=10, loc="left")
         if p["type"] == "stat":
-            result = query(args.prometheus, expr_of(p["targets"][0]))
-            value = float(result[0]["value"][1]) if result else float("nan")
-            ax.text(0.5, 0.45, human(value, p["title"]), color="#73bf69", fontsize=22,
+            result = query(args.prometheus, expr_of(p["targets"][0], args.rate_window))
+            shown = human(float(result[0]["value"][1]), p["title"]) if result else "No data"
+            ax.text(0.5, 0.45, shown, color="#73bf69" if result else GRID, fontsize=22,
                     ha="center", va="center", transform=ax.transAxes, fontweight="bold")
             ax.set_xticks([])
             ax.set_yticks([])
             continue
         n = 0
         for t in p["targets"]:
-            for series in query(args.prometheus, expr_of(t), start, end, step):
+            for series in query(args.prometheus, expr_of(t, args.rate_window), start, end, step):
                 xs = [(float(ts) - end) / 60 for ts, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
                 ax.plot(xs, ys, color=COLOURS[n % len(COLOURS)], linewidth=1.3,

@@ -9,6 +9,7 @@ mod error;
 mod file;
 mod hardening;
 mod locate;
+mod tls;
 pub mod units;
 mod validate;
 pub mod view;
@@ -114,21 +115,33 @@ impl LimitPolicy {
     /// definition share their buckets across a reload, a changed one starts
     /// afresh. Stable across processes (shared keys in Redis use it).
     pub fn fingerprint(&self) -> u64 {
-        use std::hash::Hasher;
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(0);
-        let text = format!(
-            "{}|{}|{:?}|{}|{:?}|{:?}|{}|{:?}",
-            self.name,
-            self.limit,
-            self.window,
-            self.burst,
-            self.key,
-            self.lockout,
-            self.misses_only,
-            self.shared
-        );
-        h.write(text.as_bytes());
-        h.finish()
+        let mut part = |tag: u8, bytes: &[u8]| {
+            h.update(&[tag]);
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        let nanos = |d: Duration| d.as_nanos().to_le_bytes();
+        part(b'n', self.name.as_bytes());
+        part(b'l', &self.limit.to_le_bytes());
+        part(b'w', &nanos(self.window));
+        part(b'b', &self.burst.to_le_bytes());
+        for k in &self.key {
+            match k {
+                LimitKey::ClientIp => part(b'i', b""),
+                LimitKey::Route => part(b'r', b""),
+                LimitKey::Header(name) => part(b'h', name.as_str().as_bytes()),
+                LimitKey::Cookie(name) => part(b'c', name.as_bytes()),
+            }
+        }
+        if let Some(l) = &self.lockout {
+            part(b'o', &l.after.to_le_bytes());
+            part(b'o', &nanos(l.base));
+            part(b'o', &nanos(l.max));
+        }
+        part(b'm', &[u8::from(self.misses_only)]);
+        part(b's', &[u8::from(self.shared)]);
+        h.digest()
     }
 }
 

@@ -387,9 +387,13 @@ fn parse_addr(
     }
 }
 
-fn check_readable(doc: &Doc, path: &Path, at: &YamlPath, errs: &mut Vec<ConfigError>) {
-    if let Err(e) = std::fs::File::open(path) {
-        errs.push(doc.at_value(at, format!("cannot read {}: {e}", path.display())));
+fn check_readable(doc: &Doc, path: &Path, at: &YamlPath, errs: &mut Vec<ConfigError>) -> bool {
+    match std::fs::File::open(path) {
+        Ok(_) => true,
+        Err(e) => {
+            errs.push(doc.at_value(at, format!("cannot read {}: {e}", path.display())));
+            false
+        }
     }
 }
 
@@ -431,8 +435,13 @@ fn check_listen(
         let addr = parse_addr(doc, &tls.addr, &item.key("addr"), taken, errs);
         let cert = resolve(base, &tls.cert);
         let key = resolve(base, &tls.key);
-        check_readable(doc, &cert, &item.key("cert"), errs);
-        check_readable(doc, &key, &item.key("key"), errs);
+        let readable = check_readable(doc, &cert, &item.key("cert"), errs)
+            & check_readable(doc, &key, &item.key("key"), errs);
+        if readable {
+            if let Err(e) = super::tls::check_pair(&cert, &key) {
+                errs.push(doc.at_value(&item.key("cert"), e));
+            }
+        }
         if let Some(addr) = addr {
             listen.tls.push(TlsListener { addr, cert, key });
             if let Some(hosts) = &tls.hosts {
