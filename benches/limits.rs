@@ -109,6 +109,8 @@ fn shared_decision(c: &mut Criterion) {
         timeout: Duration::from_millis(50),
         expected_nodes: 1,
         key_seed: 0,
+        node_id: "bench".into(),
+        purge_wait: Duration::from_secs(1),
     };
     let limiter = Limiter::new(&SETTINGS, Some(&redis));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::admin::AdminApp;
 use crate::cache::CacheEngine;
+use crate::cluster::Cluster;
 use crate::config::defaults::{H2_MAX_CONCURRENT_STREAMS, H2_MAX_HEADER_LIST_SIZE};
 use crate::config::Config;
 use crate::connections::Guarded;
@@ -81,6 +82,7 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
     crate::metrics::register_process_metrics();
     let cache = CacheEngine::new(&config.cache);
     let limiter = Arc::new(Limiter::new(&config.limiter, config.redis.as_ref()));
+    let redis_settings = config.redis.clone();
     let mut sampled = crate::metrics::Sampled::new().counter(
         crate::metrics::names::CACHE_EVICTED_BYTES,
         "Bytes the cache evicted to stay within cache.memory.",
@@ -160,9 +162,24 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
             }
         };
 
+    let cluster = match (limiter.shared_tier(), redis_settings) {
+        (Some(shared), Some(r)) => Some(Arc::new(Cluster::new(
+            r.node_id,
+            shared.link().clone(),
+            cache,
+            snapshots.clone(),
+            r.purge_wait,
+        ))),
+        _ => None,
+    };
     let mut admin = Service::new(
         "awning admin".to_string(),
-        HttpServer::new_app(AdminApp::new(reloader, cache, limiter.shared_tier())),
+        HttpServer::new_app(AdminApp::new(
+            reloader,
+            cache,
+            limiter.shared_tier(),
+            cluster.clone(),
+        )),
     );
     admin.add_tcp(&admin_listen.to_string());
     let admin_handle = server.add_service(admin);
@@ -178,7 +195,10 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
         crate::health::ActiveChecks::new(snapshots.clone()),
     ));
     if let Some(shared) = limiter.shared_tier() {
-        server.add_service(background_service("shared rate limits", RedisLink(shared)));
+        server.add_service(background_service("redis link", RedisLink(shared)));
+    }
+    if let Some(cluster) = cluster {
+        server.add_service(background_service("cluster", ClusterLink(cluster)));
     }
 
     extra(&mut server);
@@ -198,8 +218,18 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
     0
 }
 
-/// Keeps the shared rate-limit tier's Redis connection alive.
+/// Keeps the node's Redis connection alive.
 struct RedisLink(Arc<SharedTier>);
+
+/// Heartbeat and purge fan-out.
+struct ClusterLink(Arc<Cluster>);
+
+#[async_trait::async_trait]
+impl BackgroundService for ClusterLink {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.run(shutdown).await;
+    }
+}
 
 #[async_trait::async_trait]
 impl BackgroundService for RedisLink {

@@ -13,6 +13,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::cache::purge::PurgeRequest;
 use crate::cache::CacheEngine;
+use crate::cluster::Cluster;
 use crate::limits::shared::SharedTier;
 use crate::reload::{Reloader, Status, Trigger};
 use crate::snapshot::SharedSnapshot;
@@ -25,6 +26,7 @@ pub struct AdminApp {
     reloader: Arc<Reloader>,
     cache: &'static CacheEngine,
     shared_limits: Option<Arc<SharedTier>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl AdminApp {
@@ -32,12 +34,14 @@ impl AdminApp {
         reloader: Arc<Reloader>,
         cache: &'static CacheEngine,
         shared_limits: Option<Arc<SharedTier>>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             snapshots: reloader.snapshots().clone(),
             reloader,
             cache,
             shared_limits,
+            cluster,
         }
     }
 
@@ -112,6 +116,13 @@ impl AdminApp {
                 .collect::<Vec<_>>()
                 .into();
             doc["checks"]["config"]["previous_hash"] = self.reloader.previous_hash().into();
+            if let Some(c) = &self.cluster {
+                doc["cluster"] = serde_json::json!({
+                    "node_id": c.node_id(),
+                    "live_nodes": c.live_nodes(),
+                    "purge_applied": c.applied().map(|id| id.to_string()),
+                });
+            }
         }
         (ready, doc)
     }
@@ -247,10 +258,12 @@ impl AdminApp {
             soft = req.soft,
             "cache purge"
         );
-        json(
-            200,
-            &serde_json::json!({ "purged": counts, "total": counts.total(), "soft": req.soft }),
-        )
+        let mut doc =
+            serde_json::json!({ "purged": counts, "total": counts.total(), "soft": req.soft });
+        if let Some(cluster) = &self.cluster {
+            doc["nodes"] = serde_json::to_value(cluster.fan_out(&req).await).unwrap_or_default();
+        }
+        json(200, &doc)
     }
 }
 

@@ -172,6 +172,11 @@ impl CacheEngine {
         }
     }
 
+    /// Removes everything (a node that may have missed purges).
+    pub fn purge_all(&self) -> usize {
+        self.purge_where(false, |_| true)
+    }
+
     /// Removes every variant stored under `primary` (an unsafe request changed it).
     pub fn invalidate_primary(&self, primary: &HashBinary) -> usize {
         self.purge_primaries(false, std::slice::from_ref(primary))

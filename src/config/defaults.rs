@@ -121,5 +121,8 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// save is often several writes and a rename).
 pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// How long `POST /purge` waits for the other nodes to apply a purge.
+pub const DEFAULT_PURGE_WAIT: Duration = Duration::from_secs(1);
+
 /// Where a running awning hands its listeners to `run --upgrade`.
 pub const DEFAULT_UPGRADE_SOCKET: &str = "/tmp/awning_upgrade.sock";

@@ -122,6 +122,8 @@ pub struct FileRedis {
     pub timeout: Option<HumanDuration>,
     pub expected_nodes: Option<i64>,
     pub key_secret_file: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub purge_wait: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

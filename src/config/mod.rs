@@ -252,6 +252,10 @@ pub struct Redis {
     /// Seeds the hash of shared keys (the same on every node), so that key
     /// values cannot be recovered from Redis by trying them all.
     pub key_seed: u64,
+    /// This node's name among the nodes sharing the Redis (`HOSTNAME:PID` by default).
+    pub node_id: String,
+    /// How long `POST /purge` waits for the other nodes to apply a purge.
+    pub purge_wait: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1040,12 +1040,56 @@ fn check_redis(doc: &Doc, base: &Path, v: &Value, errs: &mut Vec<ConfigError>) -
             }
         }
     };
+    let node_id = match &r.node_id {
+        None => default_node_id(),
+        Some(id)
+            if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.clone()
+        }
+        Some(_) => {
+            errs.push(doc.at_value(
+                &at.key("node_id"),
+                "node_id: 1 to 64 visible ASCII characters, no spaces",
+            ));
+            String::new()
+        }
+    };
+    let purge_wait = match r.purge_wait {
+        None => DEFAULT_PURGE_WAIT,
+        Some(t) if t.0 <= Duration::from_secs(30) => t.0,
+        Some(_) => {
+            errs.push(doc.at_value(&at.key("purge_wait"), "purge_wait above 30s"));
+            DEFAULT_PURGE_WAIT
+        }
+    };
     (errs.len() == before).then_some(Redis {
         servers,
         timeout,
         expected_nodes,
         key_seed,
+        node_id,
+        purge_wait,
     })
+}
+
+/// `HOSTNAME:PID`: unique among the nodes of a shop, readable in `/readyz`.
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "awning".to_string()
+    };
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(48)
+        .collect();
+    format!("{host}:{}", std::process::id())
 }
 
 /// `limiter:` in proxy.yaml.

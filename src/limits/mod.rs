@@ -451,6 +451,8 @@ mod tests {
             timeout: Duration::from_millis(5),
             expected_nodes: 1,
             key_seed,
+            node_id: "n".into(),
+            purge_wait: Duration::from_secs(1),
         };
         let headers = HeaderMap::new();
         let src = KeySource {

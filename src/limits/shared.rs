@@ -8,27 +8,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{AsyncConnectionConfig, RedisResult, Script, ScriptInvocation};
-use tokio::sync::Notify;
+use redis::Script;
 
 use super::gcra::{Decision, Quota};
 use super::lockout::Rule;
-use crate::config::{Redis, RedisServers};
+use crate::config::Redis;
+use crate::redis_link::{is_broken, RedisLink};
 
-/// Time allowed to (re)connect and to answer a health check.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often a live connection is checked, and a dead one retried.
-const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Decisions in a row that may miss the latency budget before Redis is
 /// treated as down until the next health check.
 const TIMEOUTS_BEFORE_DOWN: u32 = 3;
-/// Connection trouble is logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a shared decision was not made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,67 +40,35 @@ impl Failure {
     }
 }
 
-#[derive(Clone)]
-enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn eval(&mut self, inv: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
-        match self {
-            Conn::Single(c) => inv.invoke_async(c).await,
-            Conn::Cluster(c) => inv.invoke_async(c).await,
-        }
-    }
-
-    async fn ping(&mut self) -> RedisResult<()> {
-        let cmd = redis::cmd("PING");
-        match self {
-            Conn::Single(c) => cmd.query_async(c).await,
-            // One primary: a plain PING goes to all of them, and one shard
-            // failing over must not take the whole tier out.
-            Conn::Cluster(c) => c
-                .route_command(
-                    cmd,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
-                )
-                .await
-                .map(drop),
-        }
-    }
-}
-
 pub struct SharedTier {
-    servers: RedisServers,
+    link: Arc<RedisLink>,
     budget: Duration,
     script: Script,
-    /// The live connection; `None` while Redis is unreachable.
-    conn: ArcSwapOption<Conn>,
-    /// Woken by a decision that found the connection broken.
-    trouble: Notify,
     timeouts_in_a_row: AtomicU32,
-    epoch: Instant,
-    last_logged_ms: AtomicU64,
+    /// The link's connection count when `timeouts_in_a_row` was last reset.
+    connection_seen: AtomicU64,
 }
 
 impl SharedTier {
     pub fn new(redis: &Redis) -> Self {
+        let script = Script::new(include_str!("gcra.lua"));
         Self {
-            servers: redis.servers.clone(),
+            link: Arc::new(RedisLink::new(redis.servers.clone(), vec![script.clone()])),
             budget: redis.timeout,
-            script: Script::new(include_str!("gcra.lua")),
-            conn: ArcSwapOption::empty(),
-            trouble: Notify::new(),
+            script,
             timeouts_in_a_row: AtomicU32::new(0),
-            epoch: Instant::now(),
-            last_logged_ms: AtomicU64::new(u64::MAX),
+            connection_seen: AtomicU64::new(0),
         }
+    }
+
+    /// The node's Redis connection (also used by the cluster features).
+    pub fn link(&self) -> &Arc<RedisLink> {
+        &self.link
     }
 
     /// Whether decisions are being made in Redis right now.
     pub fn is_connected(&self) -> bool {
-        self.conn.load().is_some()
+        self.link.is_connected()
     }
 
     /// One decision for `key` (already hashed; the policy name keeps keys of
@@ -124,11 +81,15 @@ impl SharedTier {
         quota: Quota,
         lockout: Option<Rule>,
     ) -> Result<Decision, Failure> {
-        let Some(conn) = self.conn.load_full() else {
+        let Some(used) = self.link.current() else {
             return Err(Failure::Unavailable);
         };
-        let used = Some(conn.clone());
-        let mut conn = (*conn).clone();
+        // A new connection starts with a clean record of slow answers.
+        let connects = self.link.connects();
+        if self.connection_seen.swap(connects, Ordering::Relaxed) != connects {
+            self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        }
+        let mut conn = (*used).clone();
         let bucket = format!("awning:rl:{{{policy}:{key}}}");
         let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX / 4)) as u64;
         let (after, base, max) = lockout.map_or((0, 0, 0), |r| {
@@ -143,7 +104,8 @@ impl SharedTier {
             .arg(base)
             .arg(max);
         let sent = Instant::now();
-        let answer = tokio::time::timeout(self.budget, conn.eval(&inv)).await;
+        let answer: Result<redis::RedisResult<Vec<i64>>, _> =
+            tokio::time::timeout(self.budget, inv.invoke_async(&mut conn)).await;
         crate::metrics::redis_command("decide", sent.elapsed());
         let failure = match answer {
             Ok(Ok(v)) if v.len() == 5 => {
@@ -158,26 +120,22 @@ impl SharedTier {
                 });
             }
             Ok(Ok(v)) => {
-                self.log_trouble(&format!("the rate-limit script answered {v:?}"));
+                self.link
+                    .log_trouble(&format!("the rate-limit script answered {v:?}"));
                 Failure::Error
             }
             Ok(Err(e)) => {
-                self.log_trouble(&e.to_string());
+                self.link.log_trouble(&e.to_string());
                 // A key-level answer (TRYAGAIN, CLUSTERDOWN on one slot, ...)
                 // says nothing of the connection; a broken connection or a
                 // primary turned replica (Sentinel failover) does.
-                let broken = e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_unrecoverable_error()
-                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
-                if !broken {
+                if !is_broken(&e) {
                     return Err(Failure::Error);
                 }
                 Failure::Error
             }
             Err(_) => {
-                self.log_trouble(&format!(
+                self.link.log_trouble(&format!(
                     "no answer within the {:?} latency budget",
                     self.budget
                 ));
@@ -194,135 +152,12 @@ impl SharedTier {
         // budget; the background task reconnects.
         // Only the connection this decision used: the background task may
         // have installed a new one meanwhile.
-        self.conn.compare_and_swap(&used, None);
-        self.trouble.notify_one();
+        self.link.drop_broken(&used);
         Err(failure)
     }
 
-    /// Keeps a connection until `shutdown` turns true: connects, checks it
-    /// every half second, and replaces it when it breaks.
-    pub async fn maintain(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut was_down = false;
-        loop {
-            match self.conn.load_full() {
-                None => match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
-                    Ok(Ok(conn)) => {
-                        self.conn.store(Some(Arc::new(conn)));
-                        if was_down {
-                            log::warn!(
-                                "shared rate limits: Redis is back; deciding in Redis again"
-                            );
-                        }
-                        was_down = false;
-                    }
-                    Ok(Err(e)) => {
-                        was_down = true;
-                        self.log_trouble(&format!("cannot connect: {e}"));
-                    }
-                    Err(_) => {
-                        was_down = true;
-                        self.log_trouble("cannot connect: timed out");
-                    }
-                },
-                Some(conn) => {
-                    let mut conn = (*conn).clone();
-                    let sent = Instant::now();
-                    let ok = matches!(
-                        tokio::time::timeout(CONNECT_TIMEOUT, conn.ping()).await,
-                        Ok(Ok(()))
-                    );
-                    crate::metrics::redis_command("ping", sent.elapsed());
-                    if !ok {
-                        was_down = true;
-                        self.conn.store(None);
-                        self.log_trouble("health check failed");
-                        continue;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(CHECK_EVERY) => {}
-                _ = self.trouble.notified() => {
-                    was_down = true;
-                    // Not faster than the regular check: a Redis that accepts
-                    // connections but answers slowly must not be hammered.
-                    tokio::time::sleep(CHECK_EVERY).await;
-                }
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
-    }
-
-    async fn connect(&self) -> RedisResult<Conn> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(CONNECT_TIMEOUT));
-        let mut conn = match &self.servers {
-            RedisServers::Standalone(url) => Conn::Single(
-                redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?,
-            ),
-            RedisServers::Sentinel { master, nodes } => {
-                // Asked again on every reconnect, so a failover is followed.
-                let mut sentinel = SentinelClient::build(
-                    nodes.clone(),
-                    master.clone(),
-                    None,
-                    SentinelServerType::Master,
-                )?;
-                Conn::Single(
-                    sentinel
-                        .async_get_client()
-                        .await?
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await?,
-                )
-            }
-            RedisServers::Cluster(nodes) => Conn::Cluster(
-                redis::cluster::ClusterClient::builder(nodes.clone())
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(CONNECT_TIMEOUT)
-                    .build()?
-                    .get_async_connection()
-                    .await?,
-            ),
-        };
-        conn.ping().await?;
-        // Loaded now so that the first decision is one round trip, not three
-        // (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA).
-        match &mut conn {
-            Conn::Single(c) => {
-                self.script.load_async(c).await?;
-            }
-            Conn::Cluster(c) => {
-                // Each primary needs it; a NOSCRIPT on a slot's node is
-                // answered by loading there (invoke_async).
-                let _ = self.script.load_async(c).await;
-            }
-        }
-        self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-        Ok(conn)
-    }
-
-    /// Logs Redis trouble at most once per [`LOG_EVERY`]: an outage must not
-    /// flood the log with one line per request.
-    fn log_trouble(&self, what: &str) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_logged_ms.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now.saturating_sub(last) >= LOG_EVERY.as_millis() as u64;
-        if due
-            && self
-                .last_logged_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            log::warn!(
-                "shared rate limits: Redis trouble ({what}); deciding locally until it recovers"
-            );
-        }
+    /// Keeps the Redis connection until `shutdown` turns true.
+    pub async fn maintain(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        self.link.maintain(shutdown).await;
     }
 }

@@ -48,3 +48,9 @@ pub const CONFIG_RELOADS: &str = "awning_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "awning_config_last_reload_success_timestamp_seconds";
 /// 1, labelled with the running configuration's content `hash`.
 pub const CONFIG_INFO: &str = "awning_config_info";
+/// Time from a purge entering the shared stream to this node applying it.
+pub const PURGE_LAG: &str = "awning_cluster_purge_lag_seconds";
+/// Purge stream events on this node, by `event`.
+pub const PURGE_STREAM_EVENTS: &str = "awning_cluster_purge_events_total";
+/// Nodes live in the shared Redis (heartbeat within 3 s).
+pub const CLUSTER_NODES: &str = "awning_cluster_nodes";

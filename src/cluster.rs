@@ -1,0 +1,446 @@
+//! Many nodes as one shop, through the Redis they share: every node
+//! registers itself with a heartbeat, and every purge accepted by any node is
+//! appended to a Redis Stream that every node applies, in order, resuming
+//! after a disconnection from the last entry it applied. A node that finds
+//! entries it never read trimmed away (or the stream gone with a Redis
+//! restart) empties its cache rather than risk serving what was purged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use pingora_prometheus::prometheus::{Histogram, IntCounterVec, IntGauge};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, Script};
+
+use crate::cache::purge::PurgeRequest;
+use crate::cache::CacheEngine;
+use crate::metrics::{self, names};
+use crate::redis_link::RedisLink;
+use crate::snapshot::SharedSnapshot;
+
+/// The purge stream, the nodes' acknowledgements, the live nodes.
+pub const STREAM: &str = "awning:purge";
+pub const ACKS: &str = "awning:purge:acks";
+pub const NODES: &str = "awning:nodes";
+/// Entries kept in the stream (approximately): a node away for more purges
+/// than this empties its cache when it comes back.
+const STREAM_LENGTH: usize = 10_000;
+/// How often a node looks for new purges (the fan-out delay).
+const POLL_EVERY: Duration = Duration::from_millis(100);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// A node not heard from for this long is not counted as live.
+const NODE_TTL: Duration = Duration::from_secs(3);
+/// Entries read per poll.
+const BATCH: usize = 200;
+
+/// A stream entry id, `MS-SEQ`, ordered as Redis orders them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EntryId {
+    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+
+    pub fn parse(text: &str) -> Option<EntryId> {
+        let (ms, seq) = text.split_once('-')?;
+        Some(EntryId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+static PURGE_LAG: LazyLock<Histogram> = LazyLock::new(|| {
+    let h = Histogram::with_opts(
+        pingora_prometheus::prometheus::HistogramOpts::new(
+            names::PURGE_LAG,
+            "Time from a purge entering the stream to this node applying it.",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+        ]),
+    )
+    .expect("valid metric");
+    let _ = pingora_prometheus::prometheus::register(Box::new(h.clone()));
+    h
+});
+
+static STREAM_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::counter_vec(
+        names::PURGE_STREAM_EVENTS,
+        "Purge stream events on this node: applied (from other nodes), published, publish_failed, skipped (unreadable entries), cache_cleared (entries lost: the cache was emptied).",
+        &["event"],
+    )
+});
+
+static LIVE_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
+    metrics::gauge(
+        names::CLUSTER_NODES,
+        "Nodes that sent a heartbeat to the shared Redis in the last 3 s (0 while Redis is unreachable).",
+    )
+});
+
+/// Creates the fixed series at zero.
+pub fn init_metrics() {
+    for e in [
+        "applied",
+        "published",
+        "publish_failed",
+        "skipped",
+        "cache_cleared",
+    ] {
+        STREAM_EVENTS.with_label_values(&[e]);
+    }
+    LazyLock::force(&PURGE_LAG);
+    LazyLock::force(&LIVE_NODES);
+}
+
+/// Registers the node and returns the ids of the live ones, on Redis's clock.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 600000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+"#;
+
+/// How many nodes applied a purge within the wait.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Acknowledgements {
+    /// The purge's stream entry (`None`: it could not be published).
+    pub entry: Option<String>,
+    /// Live nodes that applied it (this one included).
+    pub acknowledged: usize,
+    /// Nodes live when the wait ended.
+    pub live: usize,
+    /// Why other nodes will not see it, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub struct Cluster {
+    node_id: String,
+    link: Arc<RedisLink>,
+    cache: &'static CacheEngine,
+    snapshots: SharedSnapshot,
+    purge_wait: Duration,
+    heartbeat: Script,
+    /// The last entry applied; `None` until the stream was first read.
+    applied: Mutex<Option<EntryId>>,
+    live: Mutex<Vec<String>>,
+}
+
+impl Cluster {
+    pub fn new(
+        node_id: String,
+        link: Arc<RedisLink>,
+        cache: &'static CacheEngine,
+        snapshots: SharedSnapshot,
+        purge_wait: Duration,
+    ) -> Self {
+        init_metrics();
+        Self {
+            node_id,
+            link,
+            cache,
+            snapshots,
+            purge_wait,
+            heartbeat: Script::new(HEARTBEAT),
+            applied: Mutex::new(None),
+            live: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The live nodes as of the last heartbeat.
+    pub fn live_nodes(&self) -> Vec<String> {
+        self.live.lock().clone()
+    }
+
+    /// The last purge entry this node applied.
+    pub fn applied(&self) -> Option<EntryId> {
+        *self.applied.lock()
+    }
+
+    /// Appends a purge this node already applied to the stream, then waits
+    /// (up to `redis.purge_wait`) until every live node has applied it.
+    pub async fn fan_out(&self, req: &PurgeRequest) -> Acknowledgements {
+        let failed = |error: String| {
+            STREAM_EVENTS.with_label_values(&["publish_failed"]).inc();
+            tracing::warn!("purge not sent to the other nodes: {error}");
+            Acknowledgements {
+                entry: None,
+                acknowledged: 1,
+                live: self.live.lock().len().max(1),
+                error: Some(error),
+            }
+        };
+        let Some(used) = self.link.current() else {
+            return failed("Redis is unreachable".into());
+        };
+        let mut conn = (*used).clone();
+        let body = serde_json::to_string(req).expect("serialisable");
+        let added: redis::RedisResult<String> = tokio::time::timeout(
+            crate::redis_link::CONNECT_TIMEOUT,
+            redis::cmd("XADD")
+                .arg(STREAM)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_LENGTH)
+                .arg("*")
+                .arg("node")
+                .arg(&self.node_id)
+                .arg("purge")
+                .arg(body)
+                .query_async(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
+        let entry = match added.map(|id| EntryId::parse(&id)) {
+            Ok(Some(id)) => id,
+            Ok(None) => return failed("XADD answered an unexpected id".into()),
+            Err(e) => {
+                if crate::redis_link::is_broken(&e) {
+                    self.link.drop_broken(&used);
+                }
+                return failed(e.to_string());
+            }
+        };
+        STREAM_EVENTS.with_label_values(&["published"]).inc();
+        let deadline = Instant::now() + self.purge_wait;
+        let mut acks = Acknowledgements {
+            entry: Some(entry.to_string()),
+            acknowledged: 1,
+            live: 1,
+            error: None,
+        };
+        loop {
+            let live = self.live.lock().clone();
+            let applied: HashMap<String, String> = conn.hgetall(ACKS).await.unwrap_or_default();
+            let done = live
+                .iter()
+                .filter(|n| {
+                    **n == self.node_id
+                        || applied
+                            .get(*n)
+                            .and_then(|id| EntryId::parse(id))
+                            .is_some_and(|id| id >= entry)
+                })
+                .count();
+            acks.live = live.len().max(1);
+            acks.acknowledged = done.max(1);
+            if acks.acknowledged >= acks.live || Instant::now() >= deadline {
+                return acks;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Heartbeat and purge following, until shutdown.
+    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut next_heartbeat = Instant::now();
+        loop {
+            if Instant::now() >= next_heartbeat {
+                self.beat().await;
+                next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+            }
+            self.follow().await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    async fn beat(&self) {
+        let Some(used) = self.link.current() else {
+            LIVE_NODES.set(0);
+            return;
+        };
+        let mut conn = (*used).clone();
+        let mut inv = self.heartbeat.prepare_invoke();
+        inv.key(NODES)
+            .arg(&self.node_id)
+            .arg(NODE_TTL.as_millis() as u64);
+        let answer: redis::RedisResult<Vec<String>> = match tokio::time::timeout(
+            crate::redis_link::CONNECT_TIMEOUT,
+            inv.invoke_async(&mut conn),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        match answer {
+            Ok(live) => {
+                LIVE_NODES.set(live.len() as i64);
+                *self.live.lock() = live;
+            }
+            Err(e) => {
+                if crate::redis_link::is_broken(&e) {
+                    self.link.drop_broken(&used);
+                }
+                self.link.log_trouble(&format!("node heartbeat: {e}"));
+            }
+        }
+    }
+
+    /// Reads and applies the purges published since the last one applied.
+    async fn follow(&self) {
+        let Some(used) = self.link.current() else {
+            return;
+        };
+        let mut conn = (*used).clone();
+        let result = tokio::time::timeout(crate::redis_link::CONNECT_TIMEOUT, async {
+            let from = match self.applied() {
+                // First contact: purges before this node existed are moot
+                // (its cache is empty); start after the newest entry.
+                None => {
+                    let id = self.newest(&mut conn).await?;
+                    *self.applied.lock() = Some(id);
+                    id
+                }
+                Some(id) => {
+                    let from = self.check_for_lost_entries(&mut conn, id).await?;
+                    *self.applied.lock() = Some(from);
+                    from
+                }
+            };
+            let opts = StreamReadOptions::default().count(BATCH);
+            let reply: StreamReadReply = conn
+                .xread_options(&[STREAM], &[from.to_string()], &opts)
+                .await?;
+            let entries: Vec<StreamId> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+            if entries.is_empty() {
+                return Ok::<(), redis::RedisError>(());
+            }
+            let mut last = from;
+            for entry in &entries {
+                if let Some(id) = EntryId::parse(&entry.id) {
+                    self.apply(id, entry);
+                    last = last.max(id);
+                }
+            }
+            *self.applied.lock() = Some(last);
+            let _: () = conn.hset(ACKS, &self.node_id, last.to_string()).await?;
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if crate::redis_link::is_broken(&e) {
+                    self.link.drop_broken(&used);
+                }
+                self.link.log_trouble(&format!("purge stream: {e}"));
+            }
+            Err(_) => self.link.log_trouble("purge stream: no answer in time"),
+        }
+    }
+
+    /// Whether purges after `applied` may be gone unread: the stream
+    /// trims its oldest entries first, so while `applied` is still there
+    /// nothing after it was trimmed. It is not when the node was away (or
+    /// stopped) for more than the stream holds, or Redis restarted empty;
+    /// then the cache is emptied.
+    async fn check_for_lost_entries(
+        &self,
+        conn: &mut crate::redis_link::Conn,
+        applied: EntryId,
+    ) -> redis::RedisResult<EntryId> {
+        let lost = if applied == EntryId::ZERO {
+            // Started on an empty stream: lost only if it has since overflowed.
+            let len: usize = conn.xlen(STREAM).await?;
+            len >= STREAM_LENGTH
+        } else {
+            let at = applied.to_string();
+            let still: StreamRangeReply = conn.xrange_count(STREAM, &at, &at, 1).await?;
+            still.ids.is_empty()
+        };
+        if !lost {
+            return Ok(applied);
+        }
+        {
+            let removed = self.cache.purge_all();
+            STREAM_EVENTS.with_label_values(&["cache_cleared"]).inc();
+            tracing::warn!(
+                applied = %applied,
+                removed,
+                "purges may have been missed (the stream no longer holds the last one applied): the cache was emptied"
+            );
+        }
+        // Everything in the stream now predates the emptied cache.
+        self.newest(conn).await
+    }
+
+    /// The newest entry in the stream (`0-0` when there is none).
+    async fn newest(&self, conn: &mut crate::redis_link::Conn) -> redis::RedisResult<EntryId> {
+        let newest: StreamRangeReply = conn.xrevrange_count(STREAM, "+", "-", 1).await?;
+        Ok(newest
+            .ids
+            .first()
+            .and_then(|e| EntryId::parse(&e.id))
+            .unwrap_or(EntryId::ZERO))
+    }
+
+    fn apply(&self, id: EntryId, entry: &StreamId) {
+        let node: Option<String> = entry.get("node");
+        let body: Option<String> = entry.get("purge");
+        let req = body.and_then(|b| serde_json::from_str::<PurgeRequest>(&b).ok());
+        let Some(req) = req else {
+            STREAM_EVENTS.with_label_values(&["skipped"]).inc();
+            tracing::warn!(entry = %id, "purge stream: an entry that is not a purge was skipped");
+            return;
+        };
+        if node.as_deref() == Some(self.node_id.as_str()) {
+            return;
+        }
+        let snap = self.snapshots.load();
+        let counts = self.cache.purge(&snap.routes, &req);
+        STREAM_EVENTS.with_label_values(&["applied"]).inc();
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        PURGE_LAG.observe(now_ms.saturating_sub(id.ms) as f64 / 1000.0);
+        tracing::info!(
+            entry = %id,
+            from = node.as_deref().unwrap_or("?"),
+            removed = counts.total(),
+            "purge from another node applied"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_parse_and_order_like_redis() {
+        let a = EntryId::parse("1700000000000-0").unwrap();
+        let b = EntryId::parse("1700000000000-1").unwrap();
+        let c = EntryId::parse("1700000000001-0").unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(c.to_string(), "1700000000001-0");
+        assert_eq!(EntryId::parse("x-1"), None);
+        assert_eq!(EntryId::parse("17"), None);
+    }
+}
