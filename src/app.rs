@@ -12,6 +12,7 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 
 use crate::admin::AdminApp;
+use crate::cache::shared::{PurgeLog, SharedCache};
 use crate::cache::CacheEngine;
 use crate::cluster::Cluster;
 use crate::config::defaults::{H2_MAX_CONCURRENT_STREAMS, H2_MAX_HEADER_LIST_SIZE};
@@ -44,6 +45,10 @@ impl std::fmt::Debug for ConfigAdjust {
         f.write_str("ConfigAdjust")
     }
 }
+
+/// Latency budget of one shared-cache call on the request path (at least
+/// `redis.timeout`): a slower Redis counts as a miss.
+const L2_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Exit code for a configuration that cannot be used.
 pub const EXIT_CONFIG: i32 = 2;
@@ -83,6 +88,8 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
     let cache = CacheEngine::new(&config.cache);
     let limiter = Arc::new(Limiter::new(&config.limiter, config.redis.as_ref()));
     let redis_settings = config.redis.clone();
+    let (shared_cache, shared_max_object) =
+        (config.cache.shared, config.cache.shared_max_object as usize);
     let mut sampled = crate::metrics::Sampled::new().counter(
         crate::metrics::names::CACHE_EVICTED_BYTES,
         "Bytes the cache evicted to stay within cache.memory.",
@@ -163,13 +170,26 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
         };
 
     let cluster = match (limiter.shared_tier(), redis_settings) {
-        (Some(shared), Some(r)) => Some(Arc::new(Cluster::new(
-            r.node_id,
-            shared.link().clone(),
-            cache,
-            snapshots.clone(),
-            r.purge_wait,
-        ))),
+        (Some(shared), Some(r)) => {
+            let log = Arc::new(PurgeLog::default());
+            if shared_cache {
+                cache.store.attach_l2(Arc::new(SharedCache::new(
+                    shared.link().clone(),
+                    log.clone(),
+                    r.node_id.clone(),
+                    r.timeout.max(L2_BUDGET),
+                    shared_max_object,
+                )));
+            }
+            Some(Arc::new(Cluster::new(
+                r.node_id,
+                shared.link().clone(),
+                cache,
+                snapshots.clone(),
+                r.purge_wait,
+                log,
+            )))
+        }
         _ => None,
     };
     let mut admin = Service::new(

@@ -6,7 +6,6 @@
 //! restart) empties its cache rather than risk serving what was purged.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +15,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadRe
 use redis::{AsyncCommands, Script};
 
 use crate::cache::purge::PurgeRequest;
+use crate::cache::shared::{EntryId, PurgeLog};
 use crate::cache::CacheEngine;
 use crate::metrics::{self, names};
 use crate::redis_link::RedisLink;
@@ -35,31 +35,6 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const NODE_TTL: Duration = Duration::from_secs(3);
 /// Entries read per poll.
 const BATCH: usize = 200;
-
-/// A stream entry id, `MS-SEQ`, ordered as Redis orders them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EntryId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl EntryId {
-    pub const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
-
-    pub fn parse(text: &str) -> Option<EntryId> {
-        let (ms, seq) = text.split_once('-')?;
-        Some(EntryId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
 
 static PURGE_LAG: LazyLock<Histogram> = LazyLock::new(|| {
     let h = Histogram::with_opts(
@@ -136,6 +111,8 @@ pub struct Cluster {
     snapshots: SharedSnapshot,
     purge_wait: Duration,
     heartbeat: Script,
+    /// The purges seen, for judging shared L2 records.
+    log: Arc<PurgeLog>,
     /// The last entry applied; `None` until the stream was first read.
     applied: Mutex<Option<EntryId>>,
     live: Mutex<Vec<String>>,
@@ -148,9 +125,11 @@ impl Cluster {
         cache: &'static CacheEngine,
         snapshots: SharedSnapshot,
         purge_wait: Duration,
+        log: Arc<PurgeLog>,
     ) -> Self {
         init_metrics();
         Self {
+            log,
             node_id,
             link,
             cache,
@@ -315,6 +294,7 @@ impl Cluster {
                 None => {
                     let id = self.newest(&mut conn).await?;
                     *self.applied.lock() = Some(id);
+                    self.log.reset(id);
                     id
                 }
                 Some(id) => {
@@ -387,7 +367,9 @@ impl Cluster {
             );
         }
         // Everything in the stream now predates the emptied cache.
-        self.newest(conn).await
+        let newest = self.newest(conn).await?;
+        self.log.reset(newest);
+        Ok(newest)
     }
 
     /// The newest entry in the stream (`0-0` when there is none).
@@ -407,12 +389,14 @@ impl Cluster {
         let Some(req) = req else {
             STREAM_EVENTS.with_label_values(&["skipped"]).inc();
             tracing::warn!(entry = %id, "purge stream: an entry that is not a purge was skipped");
+            self.log.advance(id);
             return;
         };
+        let snap = self.snapshots.load();
+        self.log.record(id, &snap.routes, &req);
         if node.as_deref() == Some(self.node_id.as_str()) {
             return;
         }
-        let snap = self.snapshots.load();
         let counts = self.cache.purge(&snap.routes, &req);
         STREAM_EVENTS.with_label_values(&["applied"]).inc();
         let now_ms = SystemTime::now()

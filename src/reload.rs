@@ -151,6 +151,8 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!("cache.memory", cache.memory);
     keep!("cache.max_object", cache.max_object);
     keep!("cache.tag_headers", cache.tag_headers);
+    keep!("cache.shared", cache.shared);
+    keep!("cache.shared_max_object", cache.shared_max_object);
     keep!("redis", redis);
     keep!("limiter.table_size", limiter.table_size);
     keep!("limiter.ipv6_prefix", limiter.ipv6_prefix);

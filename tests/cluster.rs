@@ -34,7 +34,22 @@ struct Shop {
 
 /// Three nodes sharing the Redis of `redis_yaml`, each seeing all three live.
 fn shop(redis_yaml: &str) -> Shop {
-    let origin = FakeOrigin::start(|r| Reply::ok(&format!("page {}", r.path())));
+    shop_with(redis_yaml, "")
+}
+
+/// The same, with more proxy.yaml (`extra`).
+fn shop_with(redis_yaml: &str, extra: &str) -> Shop {
+    let versions = std::sync::atomic::AtomicUsize::new(0);
+    let origin = FakeOrigin::start(move |r| match r.path() {
+        "/p/slow" => Reply::ok("slow page").delay(Duration::from_millis(300)),
+        // Each fetch a new version, to tell a fresh copy from a purged one.
+        "/p/versioned" => {
+            let v = versions.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            Reply::ok(&format!("version {v}"))
+        }
+        "/p/big" => Reply::ok(&"big page ".repeat(20_000)),
+        p => Reply::ok(&format!("page {p}")),
+    });
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), TOKEN).unwrap();
     let nodes: Vec<ProxyUnderTest> = (0..3)
@@ -44,7 +59,8 @@ fn shop(redis_yaml: &str) -> Shop {
                     .upstream("shop", &[origin.addr()], "")
                     .admin_token_file(token.path())
                     .rules(RULES)
-                    .extra(redis_yaml),
+                    .extra(redis_yaml)
+                    .extra(extra),
             )
         })
         .collect();
@@ -274,4 +290,143 @@ fn three_nodes_hold_one_limit_through_a_redis_cluster() {
         urls.join(", ")
     );
     one_limit_across_three_nodes(&mut cluster, &yaml);
+}
+
+const L2: &str = "cache: { shared: redis }";
+
+#[test]
+fn with_the_shared_cache_one_nodes_fill_serves_the_others() {
+    let redis = RedisServer::start();
+    let shop = shop_with(&redis.yaml(""), L2);
+    let [a, b, c] = [&shop.nodes[0], &shop.nodes[1], &shop.nodes[2]];
+    for path in ["/p/10", "/p/big"] {
+        let first = get(a.addr, path);
+        assert_eq!(first.status, 200);
+        for n in [b, c] {
+            let r = get(n.addr, path);
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body, first.body, "the same page");
+        }
+        assert_eq!(
+            shop.origin.count(path),
+            1,
+            "{path}: one origin request for three nodes"
+        );
+    }
+    // From Redis at once, or after waiting for a's write to land.
+    let from_l2 = b.metric("awning_cache_l2_events_total{event=\"hit\"}")
+        + b.metric("awning_cache_l2_events_total{event=\"waited\"}");
+    assert!(from_l2 >= 2.0, "{from_l2}");
+    // A big page is stored compressed and comes back whole (checked above).
+    let keys = redis.command_full(&["KEYS", "awning:l2:*"]).unwrap();
+    assert!(keys.matches("awning:l2:").count() >= 2, "{keys}");
+
+    // A purge on any node keeps the purged L2 copy from serving anywhere:
+    // the next node to ask fetches a new version, which then serves the rest.
+    assert_eq!(get(a.addr, "/p/versioned").text(), "version 1");
+    for n in [b, c] {
+        assert_eq!(get(n.addr, "/p/versioned").text(), "version 1");
+    }
+    let doc = purge(a, "shop.test/p/versioned");
+    assert_eq!(doc["nodes"]["acknowledged"], 3, "{doc}");
+    for n in [b, c, a] {
+        assert_eq!(
+            get(n.addr, "/p/versioned").text(),
+            "version 2",
+            "never the purged copy"
+        );
+    }
+    assert_eq!(shop.origin.count("/p/versioned"), 2);
+}
+
+#[test]
+fn a_stampede_on_three_nodes_sends_one_origin_request() {
+    let redis = RedisServer::start();
+    let shop = shop_with(&redis.yaml(""), L2);
+    let barrier = Arc::new(Barrier::new(300));
+    let statuses: Vec<u16> = thread::scope(|s| {
+        let handles: Vec<_> = (0..300)
+            .map(|i| {
+                let node = &shop.nodes[i % 3];
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    get(node.addr, "/p/slow").status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        shop.origin.count("/p/slow"),
+        1,
+        "one origin request for 300 misses on 3 nodes"
+    );
+}
+
+#[test]
+fn corrupt_records_and_a_dead_redis_cost_no_request() {
+    let mut redis = RedisServer::start();
+    let shop = shop_with(&redis.yaml(""), L2);
+    let [a, b] = [&shop.nodes[0], &shop.nodes[1]];
+    assert_eq!(get(a.addr, "/p/20").status, 200);
+    // The record is written after the answer, asynchronously.
+    let key = eventually("a's record in Redis", Duration::from_secs(5), || {
+        let keys = redis.command_full(&["KEYS", "awning:l2:*"]).ok()?;
+        keys.lines()
+            .find(|l| l.starts_with("awning:l2:") && !l.ends_with(":lock"))
+            .map(str::to_string)
+    });
+    redis.command(&["SET", &key, "not a record"]).unwrap();
+    let r = get(b.addr, "/p/20");
+    assert_eq!((r.status, r.text().as_str()), (200, "page /p/20"));
+    assert_eq!(
+        b.metric("awning_cache_l2_events_total{event=\"corrupt\"}"),
+        1.0
+    );
+    assert_eq!(
+        shop.origin.count("/p/20"),
+        2,
+        "served from the origin instead"
+    );
+
+    // Redis dies under load: every request is still answered.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = thread::scope(|s| {
+        let handles: Vec<_> = shop
+            .nodes
+            .iter()
+            .map(|n| {
+                let stop = stop.clone();
+                s.spawn(move || {
+                    let mut failed = 0;
+                    let mut i = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 2000 {
+                        i += 1;
+                        if get(n.addr, &format!("/p/load-{}", i % 50)).status != 200 {
+                            failed += 1;
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        eventually("load running", Duration::from_secs(5), || {
+            (shop.origin.total() > 20).then_some(())
+        });
+        redis.kill();
+        let before = shop.origin.total();
+        eventually(
+            "more requests after the kill",
+            Duration::from_secs(10),
+            || (shop.origin.total() > before + 30).then_some(()),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    assert_eq!(failures, 0, "requests failed while Redis died");
 }

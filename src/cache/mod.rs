@@ -5,6 +5,7 @@
 pub mod key;
 pub mod policy;
 pub mod purge;
+pub mod shared;
 pub mod status;
 pub mod store;
 pub mod warm;

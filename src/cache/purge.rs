@@ -101,7 +101,7 @@ pub fn url_primaries(routes: &RouteTable, text: &str) -> Vec<HashBinary> {
         .collect()
 }
 
-fn prefix_matches(prefix: &str, url: &str) -> bool {
+pub fn prefix_matches(prefix: &str, url: &str) -> bool {
     if prefix.starts_with("http://") || prefix.starts_with("https://") {
         url.starts_with(prefix)
     } else {

@@ -8,11 +8,13 @@
 //!   miss handler dropped early (upstream aborted, body truncated) stores nothing.
 //! - Each write gets an entry id, so an eviction aimed at an old entry never
 //!   removes a newer one stored under the same key.
+//! - With a shared L2 attached (`shared.rs`), a local miss looks in Redis,
+//!   and finished fills are written there too.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -25,7 +27,7 @@ use pingora::cache::storage::{
     PurgeType,
 };
 use pingora::cache::trace::SpanHandle;
-use pingora::cache::CacheEntryKeyRef;
+use pingora::cache::{CacheEntryKey, CacheEntryKeyRef};
 use pingora::cache::{CacheMeta, Storage};
 use pingora::{Error, ErrorType, Result};
 use pingora_prometheus::prometheus::IntGauge;
@@ -83,6 +85,8 @@ pub struct MemoryStore {
     tag_headers: Vec<http::HeaderName>,
     /// Called with each finished body before it becomes visible (ETag synthesis).
     finalize: fn(&mut CacheMeta, &Bytes),
+    /// The shared L2, when `cache.shared: redis`.
+    l2: OnceLock<Arc<super::shared::SharedCache>>,
 }
 
 impl MemoryStore {
@@ -105,7 +109,66 @@ impl MemoryStore {
             max_object,
             tag_headers,
             finalize,
+            l2: OnceLock::new(),
         }
+    }
+
+    /// Puts the shared L2 behind this store (once, at start).
+    pub fn attach_l2(&self, l2: Arc<super::shared::SharedCache>) {
+        let _ = self.l2.set(l2);
+    }
+
+    pub fn l2(&self) -> Option<&Arc<super::shared::SharedCache>> {
+        self.l2.get()
+    }
+
+    fn lookup_local(&self, key: &CacheKey) -> Option<(CacheMeta, HitHandler)> {
+        let entry = self.get(&key.combined_bin())?;
+        let meta = clone_meta(&entry.meta);
+        let hit = MemoryHit {
+            body: entry.body.clone(),
+            range: 0..entry.body.len(),
+            done: false,
+            weight: entry.weight,
+            id: entry.id,
+        };
+        Some((meta, Box::new(hit)))
+    }
+
+    /// Stores a response fetched from the L2 as if this node had filled it
+    /// (charged, admitted to the eviction order), and answers from it.
+    fn adopt(
+        &self,
+        key: &CacheKey,
+        record: super::shared::Record,
+    ) -> Option<(CacheMeta, HitHandler)> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let weight = weight_of(&record.meta, record.body.len());
+        let compact = key.to_compact();
+        let fresh_until = record.meta.fresh_until();
+        self.insert(
+            key.combined_bin(),
+            Entry {
+                meta: record.meta,
+                body: record.body,
+                id,
+                url: Arc::from(record.url),
+                primary: key.primary_bin(),
+                compact: compact.clone(),
+                tags: record.tags,
+                weight,
+            },
+        );
+        if let Some(eviction) = self.eviction {
+            let admitted = CacheEntryKey::from_entry_id(compact, Some(CacheEntryId::new(id)));
+            for evicted in eviction.admit(admitted, weight, fresh_until) {
+                self.remove(
+                    &evicted.key().combined_bin(),
+                    evicted.entry_id().map(|i| i.get()),
+                );
+            }
+        }
+        self.lookup_local(key)
     }
 
     fn shard(&self, key: &HashBinary) -> &Shard {
@@ -280,18 +343,15 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(entry) = self.get(&key.combined_bin()) else {
+        if let Some(hit) = self.lookup_local(key) {
+            return Ok(Some(hit));
+        }
+        let Some(l2) = self.l2.get() else {
             return Ok(None);
         };
-        let meta = clone_meta(&entry.meta);
-        let hit = MemoryHit {
-            body: entry.body.clone(),
-            range: 0..entry.body.len(),
-            done: false,
-            weight: entry.weight,
-            id: entry.id,
-        };
-        Ok(Some((meta, Box::new(hit))))
+        Ok(l2
+            .lookup(key, || self.lookup_local(key), |r| self.adopt(key, r))
+            .await)
     }
 
     async fn get_miss_handler(
@@ -472,6 +532,16 @@ impl HandleMiss for MemoryMiss {
         (store.finalize)(&mut meta, &body);
         let weight = weight_of(&meta, body.len());
         let tags = store.tags_of(&meta);
+        if let Some(l2) = store.l2.get() {
+            let (l2, meta, body, tags, url) = (
+                Arc::clone(l2),
+                clone_meta(&meta),
+                body.clone(),
+                tags.clone(),
+                url.to_string(),
+            );
+            tokio::spawn(async move { l2.store(key, primary, url, tags, meta, body).await });
+        }
         store.insert(
             key,
             Entry {

@@ -121,6 +121,9 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// save is often several writes and a rename).
 pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(150);
 
+/// Largest response written to the shared L2 cache.
+pub const DEFAULT_SHARED_MAX_OBJECT: u64 = 1024 * 1024;
+
 /// How long `POST /purge` waits for the other nodes to apply a purge.
 pub const DEFAULT_PURGE_WAIT: Duration = Duration::from_secs(1);
 

@@ -111,6 +111,16 @@ pub struct FileCache {
     pub max_object: Option<HumanSize>,
     pub tag_headers: Option<Vec<String>>,
     pub warm_concurrency: Option<usize>,
+    pub shared: Option<FileSharedCache>,
+    pub shared_max_object: Option<HumanSize>,
+}
+
+/// `cache.shared`: where the L2 lives.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileSharedCache {
+    Redis,
+    Off,
 }
 
 #[derive(Debug, Deserialize)]

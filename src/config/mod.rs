@@ -238,6 +238,10 @@ pub struct Cache {
     pub tag_headers: Vec<http::HeaderName>,
     /// How many warm requests run at once.
     pub warm_concurrency: usize,
+    /// Responses are shared through Redis (L2) as well as kept in memory (L1).
+    pub shared: bool,
+    /// Largest response written to the L2.
+    pub shared_max_object: u64,
 }
 
 /// The Redis deployment shared by the nodes of one shop.

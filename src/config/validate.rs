@@ -219,6 +219,12 @@ fn load_into(path: &Path, errs: &mut Vec<ConfigError>) -> Option<Config> {
     let metrics = check_metrics(&doc, section("metrics"), &mut taken, errs);
     let cache = check_cache(&doc, section("cache"), errs);
     let redis = section("redis").and_then(|v| check_redis(&doc, &base, v, errs));
+    if cache.shared && section("redis").is_none() {
+        errs.push(doc.at_value(
+            &root.key("cache").key("shared"),
+            "cache.shared: redis needs a `redis:` section naming the Redis the nodes share",
+        ));
+    }
     let limiter = check_limiter(&doc, section("limiter"), errs);
     let response_headers =
         super::hardening::check_response_headers(&doc, section("response_headers"), errs);
@@ -697,11 +703,23 @@ fn check_cache(doc: &Doc, value: Option<&Value>, errs: &mut Vec<ConfigError>) ->
     if !(1..=64).contains(&warm_concurrency) {
         errs.push(doc.at(&at.key("warm_concurrency"), "warm_concurrency: use 1 to 64"));
     }
+    let shared = file.shared == Some(FileSharedCache::Redis);
+    let shared_max_object = file
+        .shared_max_object
+        .map_or(DEFAULT_SHARED_MAX_OBJECT, |s| s.0);
+    if shared_max_object > 64 * 1024 * 1024 {
+        errs.push(doc.at_value(
+            &at.key("shared_max_object"),
+            "shared_max_object above 64MiB: Redis is not a store for large objects",
+        ));
+    }
     Cache {
         memory,
         max_object,
         tag_headers,
         warm_concurrency,
+        shared,
+        shared_max_object: shared_max_object.min(max_object),
     }
 }
 

@@ -54,3 +54,5 @@ pub const PURGE_LAG: &str = "awning_cluster_purge_lag_seconds";
 pub const PURGE_STREAM_EVENTS: &str = "awning_cluster_purge_events_total";
 /// Nodes live in the shared Redis (heartbeat within 3 s).
 pub const CLUSTER_NODES: &str = "awning_cluster_nodes";
+/// Shared L2 cache events, by `event`.
+pub const CACHE_L2_EVENTS: &str = "awning_cache_l2_events_total";

@@ -50,6 +50,8 @@ pub struct RequestCtx {
     pub cache_detail: Option<&'static str>,
     /// The response fetched for this request was stored.
     pub cache_stored: bool,
+    /// The key this request missed (and may hold the shared L2 fill lock of).
+    pub missed_key: Option<pingora::cache::key::HashBinary>,
     /// Headers of an upstream 304 answering a revalidation, to update the
     /// stored response with (Pingora merges only a few of them).
     pub revalidated_headers: Option<http::HeaderMap>,
@@ -96,6 +98,7 @@ impl RequestCtx {
             client_ip: None,
             cache_detail: None,
             cache_stored: false,
+            missed_key: None,
             revalidated_headers: None,
             brotli_wanted: false,
             brotli: None,

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use pingora::cache::key::HashBinary;
+use pingora::cache::key::{CacheHashKey, HashBinary};
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::ResponseCompression;
@@ -442,6 +442,13 @@ impl ProxyHttp for Awning {
         Ok(())
     }
 
+    fn cache_miss(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        session.cache.cache_miss();
+        if self.cache.store.l2().is_some() {
+            ctx.missed_key = Some(session.cache.cache_key().combined_bin());
+        }
+    }
+
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         let route = ctx
             .route()
@@ -720,6 +727,17 @@ impl ProxyHttp for Awning {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A miss that went to the origin for an answer that could not be
+        // stored ends its cluster-wide fill here, so other nodes stop waiting.
+        let uncacheable = matches!(session.cache.phase(), CachePhase::Disabled(_));
+        if let (Some(key), false, true, Some(l2)) = (
+            ctx.missed_key.take(),
+            ctx.cache_stored,
+            uncacheable,
+            self.cache.store.l2(),
+        ) {
+            l2.release(&key).await;
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = status::label(session.cache.phase());
         let took = ctx.started.elapsed();
