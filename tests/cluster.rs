@@ -198,9 +198,13 @@ fn bad_stream_entries_and_a_redis_restart_lose_nothing() {
         assert_eq!(get(n.admin, "/healthz").status, 200);
     }
     // And purges flow again through the new stream.
-    eventually("three live nodes again", Duration::from_secs(15), || {
-        (a.metric("awning_cluster_nodes") == 3.0).then_some(())
-    });
+    for n in &shop.nodes {
+        eventually(
+            "every node sees three live nodes again",
+            Duration::from_secs(15),
+            || (n.metric("awning_cluster_nodes") == 3.0).then_some(()),
+        );
+    }
     cache_everywhere(&shop, "/p/5");
     let doc = purge(b, "shop.test/p/5");
     assert_eq!(doc["nodes"]["acknowledged"], 3, "{doc}");
