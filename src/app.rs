@@ -107,6 +107,29 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
     let source = config.source.clone();
     let snapshots = snapshot::shared(Snapshot::compile(config, 1));
 
+    let cluster = match (limiter.shared_tier(), redis_settings) {
+        (Some(shared), Some(r)) => {
+            let log = Arc::new(PurgeLog::default());
+            if shared_cache {
+                cache.store.attach_l2(Arc::new(SharedCache::new(
+                    shared.link().clone(),
+                    log.clone(),
+                    r.timeout.max(L2_BUDGET),
+                    shared_max_object,
+                )));
+            }
+            Some(Arc::new(Cluster::new(
+                r.node_id,
+                shared.link().clone(),
+                cache,
+                snapshots.clone(),
+                r.purge_wait,
+                log,
+            )))
+        }
+        _ => None,
+    };
+
     let clients = config_clients;
     let access_log = match AccessLogger::new(&config_access_log) {
         Ok(l) => Arc::new(l),
@@ -122,6 +145,7 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
             cache,
             limiter.clone(),
             access_log.clone(),
+            cluster.clone(),
         ),
     );
     let mut server_options = HttpServerOptions::default();
@@ -169,29 +193,6 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
             }
         };
 
-    let cluster = match (limiter.shared_tier(), redis_settings) {
-        (Some(shared), Some(r)) => {
-            let log = Arc::new(PurgeLog::default());
-            if shared_cache {
-                cache.store.attach_l2(Arc::new(SharedCache::new(
-                    shared.link().clone(),
-                    log.clone(),
-                    r.node_id.clone(),
-                    r.timeout.max(L2_BUDGET),
-                    shared_max_object,
-                )));
-            }
-            Some(Arc::new(Cluster::new(
-                r.node_id,
-                shared.link().clone(),
-                cache,
-                snapshots.clone(),
-                r.purge_wait,
-                log,
-            )))
-        }
-        _ => None,
-    };
     let mut admin = Service::new(
         "awning admin".to_string(),
         HttpServer::new_app(AdminApp::new(

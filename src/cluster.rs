@@ -6,6 +6,7 @@
 //! restart) empties its cache rather than risk serving what was purged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +16,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadRe
 use redis::{AsyncCommands, Script};
 
 use crate::cache::purge::PurgeRequest;
-use crate::cache::shared::{EntryId, PurgeLog};
+use crate::cache::shared::{EntryId, PurgeLog, LOG_LENGTH};
 use crate::cache::CacheEngine;
 use crate::metrics::{self, names};
 use crate::redis_link::RedisLink;
@@ -23,16 +24,18 @@ use crate::snapshot::SharedSnapshot;
 
 /// The purge stream, the nodes' acknowledgements, the live nodes.
 pub const STREAM: &str = "awning:purge";
-pub const ACKS: &str = "awning:purge:acks";
-pub const NODES: &str = "awning:nodes";
+/// One hash tag: the heartbeat script touches both in one Cluster slot.
+pub const ACKS: &str = "awning:{nodes}:acks";
+pub const NODES: &str = "awning:{nodes}:live";
 /// Entries kept in the stream (approximately): a node away for more purges
 /// than this empties its cache when it comes back.
 const STREAM_LENGTH: usize = 10_000;
 /// How often a node looks for new purges (the fan-out delay).
 const POLL_EVERY: Duration = Duration::from_millis(100);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// A node not heard from for this long is not counted as live.
-const NODE_TTL: Duration = Duration::from_secs(3);
+/// A node not heard from for this long is not counted as live (five
+/// heartbeats: one slow Redis answer does not make a node vanish).
+const NODE_TTL: Duration = Duration::from_secs(5);
 /// Entries read per poll.
 const BATCH: usize = 200;
 
@@ -62,7 +65,7 @@ static STREAM_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static LIVE_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
     metrics::gauge(
         names::CLUSTER_NODES,
-        "Nodes that sent a heartbeat to the shared Redis in the last 3 s (0 while Redis is unreachable).",
+        "Nodes that sent a heartbeat to the shared Redis in the last 5 s (0 while Redis is unreachable).",
     )
 });
 
@@ -86,9 +89,20 @@ const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
+-- Nodes gone for ten minutes are forgotten, with their acknowledgements.
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - 600000)) do
+  redis.call('HDEL', KEYS[2], gone)
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 600000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
 "#;
+
+/// The sender's token and the purge of a stream entry.
+fn parse(entry: &StreamId) -> Option<(Option<String>, PurgeRequest)> {
+    let body: String = entry.get("purge")?;
+    let req = serde_json::from_str::<PurgeRequest>(&body).ok()?;
+    Some((entry.get("token"), req))
+}
 
 /// How many nodes applied a purge within the wait.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -115,7 +129,23 @@ pub struct Cluster {
     log: Arc<PurgeLog>,
     /// The last entry applied; `None` until the stream was first read.
     applied: Mutex<Option<EntryId>>,
+    /// `applied` is an entry of the stream (not the start-up position).
+    applied_is_entry: AtomicBool,
     live: Mutex<Vec<String>>,
+    /// Tells this process's own stream entries apart (node ids may repeat).
+    token: String,
+    /// When this process started, in ms: purges from then on are applied
+    /// even if they came before the first read of the stream.
+    started_ms: u64,
+    /// Purges applied here that Redis did not take yet, with their log holds.
+    unpublished: Mutex<Vec<(PurgeRequest, u64)>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 impl Cluster {
@@ -137,7 +167,88 @@ impl Cluster {
             purge_wait,
             heartbeat: Script::new(HEARTBEAT),
             applied: Mutex::new(None),
+            applied_is_entry: AtomicBool::new(false),
             live: Mutex::new(Vec::new()),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            started_ms: now_ms(),
+            unpublished: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Call before applying a purge locally: until it is published, shared
+    /// cache records it matches are not served here (they could be taken
+    /// back into memory between the local purge and the stream).
+    pub fn hold(&self, req: &PurgeRequest) -> u64 {
+        let snap = self.snapshots.load();
+        self.log.hold(&snap.routes, req, None)
+    }
+
+    /// Appends a purge this node applied (and held) to the stream. On
+    /// failure it stays held and is published again once Redis answers.
+    pub async fn publish(&self, req: &PurgeRequest, hold: u64) -> Result<EntryId, String> {
+        let outcome = self.xadd(req).await;
+        match &outcome {
+            Ok(id) => {
+                let snap = self.snapshots.load();
+                self.log.record(*id, &snap.routes, req);
+                self.log.unhold(hold);
+                STREAM_EVENTS.with_label_values(&["published"]).inc();
+            }
+            Err(e) => {
+                STREAM_EVENTS.with_label_values(&["publish_failed"]).inc();
+                tracing::warn!(
+                    "purge not sent to the other nodes yet (retried while Redis is back): {e}"
+                );
+                let mut queue = self.unpublished.lock();
+                if queue.len() < 10_000 {
+                    queue.push((req.clone(), hold));
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn xadd(&self, req: &PurgeRequest) -> Result<EntryId, String> {
+        let Some(used) = self.link.current() else {
+            return Err("Redis is unreachable".into());
+        };
+        let mut conn = (*used).clone();
+        let body = serde_json::to_string(req).expect("serialisable");
+        let added: redis::RedisResult<String> = tokio::time::timeout(
+            crate::redis_link::CONNECT_TIMEOUT,
+            redis::cmd("XADD")
+                .arg(STREAM)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_LENGTH)
+                .arg("*")
+                .arg("node")
+                .arg(&self.node_id)
+                .arg("token")
+                .arg(&self.token)
+                .arg("purge")
+                .arg(body)
+                .query_async(&mut conn),
+        )
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
+        match added.map(|id| EntryId::parse(&id)) {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err("XADD answered an unexpected id".into()),
+            Err(e) => {
+                if crate::redis_link::is_broken(&e) {
+                    self.link.drop_broken(&used);
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Publishes the purges Redis did not take before.
+    async fn republish(&self) {
+        let queued = std::mem::take(&mut *self.unpublished.lock());
+        for (req, hold) in queued {
+            let _ = self.publish(&req, hold).await;
         }
     }
 
@@ -155,51 +266,29 @@ impl Cluster {
         *self.applied.lock()
     }
 
-    /// Appends a purge this node already applied to the stream, then waits
-    /// (up to `redis.purge_wait`) until every live node has applied it.
-    pub async fn fan_out(&self, req: &PurgeRequest) -> Acknowledgements {
-        let failed = |error: String| {
-            STREAM_EVENTS.with_label_values(&["publish_failed"]).inc();
-            tracing::warn!("purge not sent to the other nodes: {error}");
-            Acknowledgements {
-                entry: None,
-                acknowledged: 1,
-                live: self.live.lock().len().max(1),
-                error: Some(error),
+    /// Publishes a purge this node applied (held with [`Cluster::hold`]),
+    /// then waits (up to `redis.purge_wait`) until every live node applied it.
+    pub async fn fan_out(&self, req: &PurgeRequest, hold: u64) -> Acknowledgements {
+        let entry = match self.publish(req, hold).await {
+            Ok(id) => id,
+            Err(error) => {
+                return Acknowledgements {
+                    entry: None,
+                    acknowledged: 1,
+                    live: self.live.lock().len().max(1),
+                    error: Some(error),
+                }
             }
         };
         let Some(used) = self.link.current() else {
-            return failed("Redis is unreachable".into());
+            return Acknowledgements {
+                entry: Some(entry.to_string()),
+                acknowledged: 1,
+                live: self.live.lock().len().max(1),
+                error: None,
+            };
         };
         let mut conn = (*used).clone();
-        let body = serde_json::to_string(req).expect("serialisable");
-        let added: redis::RedisResult<String> = tokio::time::timeout(
-            crate::redis_link::CONNECT_TIMEOUT,
-            redis::cmd("XADD")
-                .arg(STREAM)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_LENGTH)
-                .arg("*")
-                .arg("node")
-                .arg(&self.node_id)
-                .arg("purge")
-                .arg(body)
-                .query_async(&mut conn),
-        )
-        .await
-        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
-        let entry = match added.map(|id| EntryId::parse(&id)) {
-            Ok(Some(id)) => id,
-            Ok(None) => return failed("XADD answered an unexpected id".into()),
-            Err(e) => {
-                if crate::redis_link::is_broken(&e) {
-                    self.link.drop_broken(&used);
-                }
-                return failed(e.to_string());
-            }
-        };
-        STREAM_EVENTS.with_label_values(&["published"]).inc();
         let deadline = Instant::now() + self.purge_wait;
         let mut acks = Acknowledgements {
             entry: Some(entry.to_string()),
@@ -230,22 +319,39 @@ impl Cluster {
     }
 
     /// Heartbeat and purge following, until shutdown.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut next_heartbeat = Instant::now();
-        loop {
-            if Instant::now() >= next_heartbeat {
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        // Separate loops: a slow stream read must not delay the heartbeat
+        // (other nodes would count this one as gone).
+        let beating = async {
+            let mut shutdown = shutdown.clone();
+            loop {
                 self.beat().await;
-                next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+                tokio::select! {
+                    _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
             }
-            self.follow().await;
-            tokio::select! {
-                _ = tokio::time::sleep(POLL_EVERY) => {}
-                _ = shutdown.changed() => {}
+        };
+        let following = async {
+            let mut shutdown = shutdown.clone();
+            loop {
+                if self.link.is_connected() && !self.unpublished.lock().is_empty() {
+                    self.republish().await;
+                }
+                self.follow().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL_EVERY) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
             }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
+        };
+        tokio::join!(beating, following);
     }
 
     async fn beat(&self) {
@@ -256,6 +362,7 @@ impl Cluster {
         let mut conn = (*used).clone();
         let mut inv = self.heartbeat.prepare_invoke();
         inv.key(NODES)
+            .key(ACKS)
             .arg(&self.node_id)
             .arg(NODE_TTL.as_millis() as u64);
         let answer: redis::RedisResult<Vec<String>> = match tokio::time::timeout(
@@ -292,9 +399,15 @@ impl Cluster {
                 // First contact: purges before this node existed are moot
                 // (its cache is empty); start after the newest entry.
                 None => {
-                    let id = self.newest(&mut conn).await?;
+                    self.load_log(&mut conn).await?;
+                    // Apply from this process's start (with a margin for
+                    // clock skew): warming or an outage at boot may have
+                    // filled the cache before this first read.
+                    let id = EntryId {
+                        ms: self.started_ms.saturating_sub(5_000),
+                        seq: 0,
+                    };
                     *self.applied.lock() = Some(id);
-                    self.log.reset(id);
                     id
                 }
                 Some(id) => {
@@ -319,6 +432,7 @@ impl Cluster {
                 }
             }
             *self.applied.lock() = Some(last);
+            self.applied_is_entry.store(true, Ordering::Relaxed);
             let _: () = conn.hset(ACKS, &self.node_id, last.to_string()).await?;
             Ok(())
         })
@@ -345,10 +459,13 @@ impl Cluster {
         conn: &mut crate::redis_link::Conn,
         applied: EntryId,
     ) -> redis::RedisResult<EntryId> {
-        let lost = if applied == EntryId::ZERO {
-            // Started on an empty stream: lost only if it has since overflowed.
+        let lost = if !self.applied_is_entry.load(Ordering::Relaxed) {
+            // Nothing read yet: lost only if the stream overflowed past
+            // the point this node reads from.
             let len: usize = conn.xlen(STREAM).await?;
-            len >= STREAM_LENGTH
+            let oldest: StreamRangeReply = conn.xrange_count(STREAM, "-", "+", 1).await?;
+            let oldest = oldest.ids.first().and_then(|e| EntryId::parse(&e.id));
+            len >= STREAM_LENGTH && oldest.is_some_and(|o| o > applied)
         } else {
             let at = applied.to_string();
             let still: StreamRangeReply = conn.xrange_count(STREAM, &at, &at, 1).await?;
@@ -357,6 +474,10 @@ impl Cluster {
         if !lost {
             return Ok(applied);
         }
+        // Distrust shared records first, then empty memory: nothing may be
+        // taken back from Redis under the old, incomplete log meanwhile.
+        let newest = self.newest(conn).await?;
+        self.log.reset(newest);
         {
             let removed = self.cache.purge_all();
             STREAM_EVENTS.with_label_values(&["cache_cleared"]).inc();
@@ -367,9 +488,35 @@ impl Cluster {
             );
         }
         // Everything in the stream now predates the emptied cache.
-        let newest = self.newest(conn).await?;
-        self.log.reset(newest);
+        self.applied_is_entry
+            .store(newest != EntryId::ZERO, Ordering::Relaxed);
         Ok(newest)
+    }
+
+    /// Fills the purge log from the stream as Redis keeps it, so that shared
+    /// cache records written before this node started can be judged.
+    async fn load_log(&self, conn: &mut crate::redis_link::Conn) -> redis::RedisResult<()> {
+        let len: usize = conn.xlen(STREAM).await?;
+        let kept: StreamRangeReply = conn.xrange_count(STREAM, "-", "+", LOG_LENGTH).await?;
+        let ids: Vec<(EntryId, &StreamId)> = kept
+            .ids
+            .iter()
+            .filter_map(|e| Some((EntryId::parse(&e.id)?, e)))
+            .collect();
+        // A stream that never overflowed holds every purge ever made.
+        let complete_after = match ids.first() {
+            Some((first, _)) if len >= STREAM_LENGTH || ids.len() >= LOG_LENGTH => *first,
+            _ => EntryId::ZERO,
+        };
+        self.log.reset(complete_after);
+        let snap = self.snapshots.load();
+        for (id, entry) in ids {
+            match parse(entry) {
+                Some((_, req)) => self.log.record(id, &snap.routes, &req),
+                None => self.log.advance(id),
+            }
+        }
+        Ok(())
     }
 
     /// The newest entry in the stream (`0-0` when there is none).
@@ -384,9 +531,7 @@ impl Cluster {
 
     fn apply(&self, id: EntryId, entry: &StreamId) {
         let node: Option<String> = entry.get("node");
-        let body: Option<String> = entry.get("purge");
-        let req = body.and_then(|b| serde_json::from_str::<PurgeRequest>(&b).ok());
-        let Some(req) = req else {
+        let Some((token, req)) = parse(entry) else {
             STREAM_EVENTS.with_label_values(&["skipped"]).inc();
             tracing::warn!(entry = %id, "purge stream: an entry that is not a purge was skipped");
             self.log.advance(id);
@@ -394,7 +539,7 @@ impl Cluster {
         };
         let snap = self.snapshots.load();
         self.log.record(id, &snap.routes, &req);
-        if node.as_deref() == Some(self.node_id.as_str()) {
+        if token.as_deref() == Some(self.token.as_str()) {
             return;
         }
         let counts = self.cache.purge(&snap.routes, &req);

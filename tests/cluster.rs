@@ -48,6 +48,9 @@ fn shop_with(redis_yaml: &str, extra: &str) -> Shop {
             Reply::ok(&format!("version {v}"))
         }
         "/p/big" => Reply::ok(&"big page ".repeat(20_000)),
+        "/p/nostore" => Reply::ok("personal")
+            .header("cache-control", "no-store")
+            .delay(Duration::from_millis(200)),
         p => Reply::ok(&format!("page {p}")),
     });
     let token = tempfile::NamedTempFile::new().unwrap();
@@ -125,6 +128,22 @@ fn purges_reach_every_node(redis_yaml: &str) {
     }
     assert!(b.metric("awning_cluster_purge_lag_seconds_count") >= 1.0);
 
+    // A successful write through one node invalidates the URL on all of them.
+    cache_everywhere(&shop, "/p/written");
+    let r = Request::post("/p/written", b"new").send(a.addr);
+    assert_eq!(r.status, 200);
+    for n in [b, c] {
+        let before = shop.origin.count("/p/written");
+        eventually(
+            "the write's invalidation reaches the node",
+            Duration::from_secs(5),
+            || {
+                get(n.addr, "/p/written");
+                (shop.origin.count("/p/written") > before).then_some(())
+            },
+        );
+    }
+
     // A node stopped while a purge is issued applies it when it resumes.
     cache_everywhere(&shop, "/p/2");
     c.signal(libc::SIGSTOP);
@@ -197,12 +216,23 @@ fn bad_stream_entries_and_a_redis_restart_lose_nothing() {
     for n in &shop.nodes {
         assert_eq!(get(n.admin, "/healthz").status, 200);
     }
-    // And purges flow again through the new stream.
+    // And purges flow again through the new stream. The restarted Redis
+    // knows the nodes again once each has beaten; only then is each node's
+    // view (refreshed every second) complete.
+    eventually(
+        "three nodes registered again",
+        Duration::from_secs(15),
+        || (redis.command(&["ZCARD", "awning:{nodes}:live"]).ok()? == ":3").then_some(()),
+    );
     for n in &shop.nodes {
         eventually(
             "every node sees three live nodes again",
             Duration::from_secs(15),
-            || (n.metric("awning_cluster_nodes") == 3.0).then_some(()),
+            || {
+                let ready: serde_json::Value =
+                    serde_json::from_slice(&get(n.admin, "/readyz?verbose").body).ok()?;
+                (ready["cluster"]["live_nodes"].as_array()?.len() == 3).then_some(())
+            },
         );
     }
     cache_everywhere(&shop, "/p/5");
@@ -297,11 +327,14 @@ fn three_nodes_hold_one_limit_through_a_redis_cluster() {
 }
 
 const L2: &str = "cache: { shared: redis }";
+/// A latency budget a busy test machine does not exceed (the default is
+/// 50 ms; slower answers send the request to the origin, by design).
+const L2_BUDGET: &str = ", timeout: 250ms";
 
 #[test]
 fn with_the_shared_cache_one_nodes_fill_serves_the_others() {
     let redis = RedisServer::start();
-    let shop = shop_with(&redis.yaml(""), L2);
+    let shop = shop_with(&redis.yaml(L2_BUDGET), L2);
     let [a, b, c] = [&shop.nodes[0], &shop.nodes[1], &shop.nodes[2]];
     for path in ["/p/10", "/p/big"] {
         let first = get(a.addr, path);
@@ -333,20 +366,20 @@ fn with_the_shared_cache_one_nodes_fill_serves_the_others() {
     }
     let doc = purge(a, "shop.test/p/versioned");
     assert_eq!(doc["nodes"]["acknowledged"], 3, "{doc}");
-    for n in [b, c, a] {
-        assert_eq!(
-            get(n.addr, "/p/versioned").text(),
-            "version 2",
-            "never the purged copy"
-        );
+    // The purging node first: its own copy must not come back from Redis.
+    for n in [a, b, c] {
+        let t = get(n.addr, "/p/versioned").text();
+        assert_ne!(t, "version 1", "never the purged copy");
     }
-    assert_eq!(shop.origin.count("/p/versioned"), 2);
+    // Normally 2 (the new version is shared); a Redis slower than the
+    // budget on a busy machine sends a node to the origin instead.
+    assert!(shop.origin.count("/p/versioned") <= 4);
 }
 
 #[test]
 fn a_stampede_on_three_nodes_sends_one_origin_request() {
     let redis = RedisServer::start();
-    let shop = shop_with(&redis.yaml(""), L2);
+    let shop = shop_with(&redis.yaml(L2_BUDGET), L2);
     let barrier = Arc::new(Barrier::new(300));
     let statuses: Vec<u16> = thread::scope(|s| {
         let handles: Vec<_> = (0..300)
@@ -372,7 +405,7 @@ fn a_stampede_on_three_nodes_sends_one_origin_request() {
 #[test]
 fn corrupt_records_and_a_dead_redis_cost_no_request() {
     let mut redis = RedisServer::start();
-    let shop = shop_with(&redis.yaml(""), L2);
+    let shop = shop_with(&redis.yaml(L2_BUDGET), L2);
     let [a, b] = [&shop.nodes[0], &shop.nodes[1]];
     assert_eq!(get(a.addr, "/p/20").status, 200);
     // The record is written after the answer, asynchronously.
@@ -433,4 +466,37 @@ fn corrupt_records_and_a_dead_redis_cost_no_request() {
             .sum::<usize>()
     });
     assert_eq!(failures, 0, "requests failed while Redis died");
+}
+
+#[test]
+fn waiting_nodes_go_to_the_origin_at_once_when_the_answer_cannot_be_shared() {
+    let redis = RedisServer::start();
+    let shop = shop_with(&redis.yaml(L2_BUDGET), L2);
+    let barrier = Arc::new(Barrier::new(60));
+    let statuses: Vec<u16> = thread::scope(|s| {
+        let handles: Vec<_> = (0..60)
+            .map(|i| {
+                let node = &shop.nodes[i % 3];
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    get(node.addr, "/p/nostore").status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for n in &shop.nodes {
+        assert_eq!(
+            n.metric("awning_cache_l2_events_total{event=\"lock_timeout\"}"),
+            0.0,
+            "nobody waited out the lock for an answer that was never shared"
+        );
+    }
+    assert_eq!(
+        shop.origin.count("/p/nostore"),
+        60,
+        "no-store: each request its own answer"
+    );
 }

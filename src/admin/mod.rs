@@ -246,6 +246,9 @@ impl AdminApp {
                 )
             }
         };
+        // Held before the local purge: no shared-cache copy may come back
+        // into memory before the purge is in the stream.
+        let hold = self.cluster.as_ref().map(|c| c.hold(&req));
         let snap = self.snapshots.load();
         let counts = self.cache.purge(&snap.routes, &req);
         crate::metrics::purged("urls", counts.urls as u64);
@@ -260,8 +263,9 @@ impl AdminApp {
         );
         let mut doc =
             serde_json::json!({ "purged": counts, "total": counts.total(), "soft": req.soft });
-        if let Some(cluster) = &self.cluster {
-            doc["nodes"] = serde_json::to_value(cluster.fan_out(&req).await).unwrap_or_default();
+        if let (Some(cluster), Some(hold)) = (&self.cluster, hold) {
+            doc["nodes"] =
+                serde_json::to_value(cluster.fan_out(&req, hold).await).unwrap_or_default();
         }
         json(200, &doc)
     }

@@ -73,6 +73,20 @@ fn parse_url(text: &str) -> Option<ParsedUrl> {
 
 /// The primary-key hashes a URL stands for (one per scheme), with the key
 /// rules of the route that serves it.
+/// Whether a GET of `text` could be served from the cache (its route caches).
+pub fn url_is_cached(routes: &RouteTable, text: &str) -> bool {
+    let Some(u) = parse_url(text) else {
+        return false;
+    };
+    routes
+        .find(Target {
+            host: Some(&u.host),
+            path: &u.path,
+            method: &http::Method::GET,
+        })
+        .is_some_and(|(_, r)| r.cache.mode != crate::config::CacheMode::Bypass)
+}
+
 pub fn url_primaries(routes: &RouteTable, text: &str) -> Vec<HashBinary> {
     let Some(u) = parse_url(text) else {
         return Vec::new();

@@ -62,12 +62,47 @@ struct Logged {
     tags: Vec<String>,
 }
 
+impl Logged {
+    fn of(id: EntryId, routes: &RouteTable, req: &PurgeRequest) -> Logged {
+        Logged {
+            id,
+            primaries: req
+                .urls
+                .iter()
+                .flat_map(|u| url_primaries(routes, u))
+                .collect(),
+            prefixes: req.prefixes.clone(),
+            tags: req.tags.clone(),
+        }
+    }
+
+    fn matches(&self, primary: &HashBinary, url: &str, tags: &[String]) -> bool {
+        self.primaries.contains(primary)
+            || self.prefixes.iter().any(|p| prefix_matches(p, url))
+            || self.tags.iter().any(|t| tags.contains(t))
+    }
+}
+
 struct LogState {
     entries: VecDeque<Logged>,
     /// Every purge after this one is in `entries` (`None`: not known yet).
     complete_after: Option<EntryId>,
     /// The newest purge recorded.
     latest: EntryId,
+    /// Purges this node applied but could not publish yet (Redis down):
+    /// they bar matching records whatever their stamp.
+    held: Vec<(u64, Logged)>,
+    next_hold: u64,
+}
+
+/// What the log says of an L2 record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Serve,
+    /// A purge since it was written matches it.
+    Purged,
+    /// Purges it may predate are not known here.
+    Unknown,
 }
 
 /// The purges of the shared stream this node has seen, newest last.
@@ -82,35 +117,29 @@ impl Default for PurgeLog {
                 entries: VecDeque::new(),
                 complete_after: None,
                 latest: EntryId::ZERO,
+                held: Vec::new(),
+                next_hold: 0,
             }),
         }
     }
 }
 
 impl PurgeLog {
-    /// Forgets everything: purges after `from` will be recorded (at start,
-    /// or after the cache was emptied because purges were lost).
+    /// Forgets what was recorded: purges after `from` will be (at start, or
+    /// after the cache was emptied because purges were lost). Never moves
+    /// back past what was already seen (a Redis restored from an older
+    /// snapshot must not make older records acceptable again).
     pub fn reset(&self, from: EntryId) {
         let mut s = self.state.lock();
+        let from = from.max(s.latest);
         s.entries.clear();
         s.complete_after = Some(from);
         s.latest = from;
     }
 
-    /// Records one purge (any node's).
-    pub fn record(&self, id: EntryId, routes: &RouteTable, req: &PurgeRequest) {
-        let logged = Logged {
-            id,
-            primaries: req
-                .urls
-                .iter()
-                .flat_map(|u| url_primaries(routes, u))
-                .collect(),
-            prefixes: req.prefixes.clone(),
-            tags: req.tags.clone(),
-        };
+    fn push(&self, logged: Logged) {
         let mut s = self.state.lock();
-        s.latest = s.latest.max(id);
+        s.latest = s.latest.max(logged.id);
         s.entries.push_back(logged);
         if s.entries.len() > LOG_LENGTH {
             if let Some(oldest) = s.entries.pop_front() {
@@ -119,10 +148,46 @@ impl PurgeLog {
         }
     }
 
+    /// Records one purge (any node's).
+    pub fn record(&self, id: EntryId, routes: &RouteTable, req: &PurgeRequest) {
+        self.push(Logged::of(id, routes, req));
+    }
+
+    /// Records the invalidation of one URL (an unsafe request changed it).
+    pub fn record_primary(&self, id: EntryId, primary: HashBinary) {
+        self.push(Logged {
+            id,
+            primaries: vec![primary],
+            prefixes: Vec::new(),
+            tags: Vec::new(),
+        });
+    }
+
     /// Notes an entry that is not a purge (nothing to match, but read).
     pub fn advance(&self, id: EntryId) {
         let mut s = self.state.lock();
         s.latest = s.latest.max(id);
+    }
+
+    /// Bars records matching a purge not yet published; returns its handle.
+    pub fn hold(
+        &self,
+        routes: &RouteTable,
+        req: &PurgeRequest,
+        primary: Option<HashBinary>,
+    ) -> u64 {
+        let mut logged = Logged::of(EntryId::ZERO, routes, req);
+        logged.primaries.extend(primary);
+        let mut s = self.state.lock();
+        s.next_hold += 1;
+        let handle = s.next_hold;
+        s.held.push((handle, logged));
+        handle
+    }
+
+    /// The held purge was published (and recorded under its id).
+    pub fn unhold(&self, handle: u64) {
+        self.state.lock().held.retain(|(h, _)| *h != handle);
     }
 
     /// The stamp for a record written now: the newest purge recorded
@@ -135,30 +200,45 @@ impl PurgeLog {
     /// Whether a record stamped `stamp` for `url` (under `primary`, tagged
     /// `tags`) may be served: every purge after the stamp is known, and none
     /// of them matches it.
-    pub fn allows(&self, stamp: EntryId, primary: &HashBinary, url: &str, tags: &[String]) -> bool {
+    pub fn judge(
+        &self,
+        stamp: EntryId,
+        primary: &HashBinary,
+        url: &str,
+        tags: &[String],
+    ) -> Judgement {
         let s = self.state.lock();
+        if s.held.iter().any(|(_, l)| l.matches(primary, url, tags)) {
+            return Judgement::Purged;
+        }
         let Some(complete_after) = s.complete_after else {
-            return false;
+            return Judgement::Unknown;
         };
         if stamp < complete_after {
-            return false;
+            return Judgement::Unknown;
         }
-        !s.entries
+        let purged = s
+            .entries
             .iter()
             .rev()
             .take_while(|e| e.id > stamp)
-            .any(|e| {
-                e.primaries.contains(primary)
-                    || e.prefixes.iter().any(|p| prefix_matches(p, url))
-                    || e.tags.iter().any(|t| tags.contains(t))
-            })
+            .any(|e| e.matches(primary, url, tags));
+        if purged {
+            Judgement::Purged
+        } else {
+            Judgement::Serve
+        }
+    }
+
+    pub fn allows(&self, stamp: EntryId, primary: &HashBinary, url: &str, tags: &[String]) -> bool {
+        self.judge(stamp, primary, url, tags) == Judgement::Serve
     }
 }
 
 static L2_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     metrics::counter_vec(
         names::CACHE_L2_EVENTS,
-        "Shared L2 cache events: hit, miss, stale (purged since written), corrupt, error (Redis failed or slow), stored, waited (another node filled it), lock_timeout.",
+        "Shared L2 cache events: hit, miss, stale (purged since written), unknown (older than the purges this node knows), corrupt, error (Redis failed or slow), stored, waited (another node filled it), lock_timeout.",
         &["event"],
     )
 });
@@ -168,6 +248,7 @@ pub fn init_metrics() {
         "hit",
         "miss",
         "stale",
+        "unknown",
         "corrupt",
         "error",
         "stored",
@@ -319,26 +400,43 @@ impl Record {
     }
 }
 
-/// How long a node waits for another node's fill of the same key.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
-/// How long a fill lock lives if its holder never finishes (a crash, an
-/// uncacheable answer).
-const LOCK_TTL: Duration = Duration::from_secs(3);
+/// How long a node waits for another node's fill of the same key (as long
+/// as Pingora's local cache lock waits).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How long a fill lock lives if its holder never finishes (a crash).
+const LOCK_TTL: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
+/// The lock value telling waiters that the filler's answer could not be
+/// shared: each of them goes to the origin now.
+const GO_TO_ORIGIN: &str = "origin";
+
+/// Deletes (or marks) a lock only while it still holds this node's token.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 0
+"#;
 
 /// The L2 tier. Records live at `awning:l2:{KEY}`, fill locks at
 /// `awning:l2:{KEY}:lock` (one Cluster slot for both).
 pub struct SharedCache {
     link: Arc<RedisLink>,
     log: Arc<PurgeLog>,
-    node_id: String,
+    /// This process's lock value (unique even if node ids are not).
+    token: String,
     /// Latency budget of one Redis call on the request path.
     budget: Duration,
     max_object: usize,
-    /// Fill locks this node holds (released when the fill ends either way).
-    held: Mutex<HashSet<String>>,
+    release_script: redis::Script,
+    /// Fill locks this node holds.
+    held: Mutex<HashSet<HashBinary>>,
+    /// Keys whose record is being written (the write releases the lock).
+    writing: Mutex<HashSet<HashBinary>>,
     /// The stamp at the moment a key missed: the fill reflects purges up to
-    /// there (a purge applied during the fetch must still win).
+    /// there (a purge applied during the fetch must still win). The oldest
+    /// stamp wins when several requests miss the same key.
     pending: Mutex<HashMap<HashBinary, EntryId>>,
 }
 
@@ -350,11 +448,18 @@ pub fn record_key(key: &HashBinary) -> String {
     format!("awning:l2:{{{hex}}}")
 }
 
+fn lock_key(key: &HashBinary) -> String {
+    format!("{}:lock", record_key(key))
+}
+
+/// Keys missed at once, at most (the map is emptied beyond: fills then
+/// have no stamp and are not shared, never wrongly stamped).
+const PENDING_BOUND: usize = 100_000;
+
 impl SharedCache {
     pub fn new(
         link: Arc<RedisLink>,
         log: Arc<PurgeLog>,
-        node_id: String,
         budget: Duration,
         max_object: usize,
     ) -> Self {
@@ -362,10 +467,12 @@ impl SharedCache {
         Self {
             link,
             log,
-            node_id,
+            token: uuid::Uuid::new_v4().simple().to_string(),
             budget,
             max_object,
+            release_script: redis::Script::new(RELEASE),
             held: Mutex::new(HashSet::new()),
+            writing: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -393,8 +500,21 @@ impl SharedCache {
         }
     }
 
+    /// A key missed (or was found expired) locally: its fill will carry the
+    /// stamp of now.
+    pub fn note_miss(&self, key: &HashBinary) {
+        let Some(stamp) = self.log.stamp() else {
+            return;
+        };
+        let mut pending = self.pending.lock();
+        if pending.len() >= PENDING_BOUND {
+            pending.clear();
+        }
+        pending.entry(*key).or_insert(stamp);
+    }
+
     /// The record for `key` if Redis has a usable one. Corrupt and purged
-    /// records are deleted.
+    /// records are deleted; records this node cannot judge are left alone.
     async fn fetch(&self, key: &CacheKey) -> Option<Record> {
         let name = record_key(&key.combined_bin());
         let bytes: Option<Vec<u8>> = self.call(async |c| c.get(&name).await).await?;
@@ -405,15 +525,21 @@ impl SharedCache {
             let _ = self.call(async |c| c.del::<_, ()>(&name).await).await;
             return None;
         };
-        if !self
+        match self
             .log
-            .allows(record.stamp, &key.primary_bin(), &record.url, &record.tags)
+            .judge(record.stamp, &key.primary_bin(), &record.url, &record.tags)
         {
-            event("stale");
-            let _ = self.call(async |c| c.del::<_, ()>(&name).await).await;
-            return None;
+            Judgement::Serve => Some(record),
+            Judgement::Purged => {
+                event("stale");
+                let _ = self.call(async |c| c.del::<_, ()>(&name).await).await;
+                None
+            }
+            Judgement::Unknown => {
+                event("unknown");
+                None
+            }
         }
-        Some(record)
     }
 
     /// A local miss: the record from Redis, or, when another node is filling
@@ -427,21 +553,17 @@ impl SharedCache {
         l1: impl Fn() -> Option<T>,
         adopt: impl Fn(Record) -> Option<T>,
     ) -> Option<T> {
-        if let Some(stamp) = self.log.stamp() {
-            let mut pending = self.pending.lock();
-            if pending.len() > 100_000 {
-                pending.clear();
-            }
-            pending.insert(key.combined_bin(), stamp);
-        }
+        let bin = key.combined_bin();
+        self.note_miss(&bin);
         if let Some(r) = self.fetch(key).await {
             event("hit");
+            self.pending.lock().remove(&bin);
             return adopt(r);
         }
-        let name = record_key(&key.combined_bin());
-        let lock = format!("{name}:lock");
+        let name = record_key(&bin);
+        let lock = lock_key(&bin);
         // Redis unusable: straight to the origin, no waiting.
-        if self.try_lock(&lock).await? {
+        if self.try_lock(&bin).await? {
             event("miss");
             return None;
         }
@@ -451,27 +573,30 @@ impl SharedCache {
             if let Some(hit) = l1() {
                 return Some(hit);
             }
-            let (has_record, locked): (bool, bool) = self
-                .call(async |c| {
-                    redis::pipe()
-                        .exists(&name)
-                        .exists(&lock)
-                        .query_async(c)
-                        .await
-                })
+            let (has_record, holder): (bool, Option<String>) = self
+                .call(async |c| redis::pipe().exists(&name).get(&lock).query_async(c).await)
                 .await?;
             if has_record {
                 if let Some(r) = self.fetch(key).await {
                     event("waited");
+                    self.pending.lock().remove(&bin);
                     return adopt(r);
                 }
             }
-            if !locked {
-                // The filler gave up (an uncacheable answer, a failure):
-                // this request fills, unless another got there first.
-                if self.try_lock(&lock).await? {
+            match holder.as_deref() {
+                // The filler's answer cannot be shared: everyone fetches.
+                Some(GO_TO_ORIGIN) => {
                     event("miss");
                     return None;
+                }
+                Some(_) => {}
+                // The filler gave up or crashed: this request fills,
+                // unless another got there first.
+                None => {
+                    if self.try_lock(&bin).await? {
+                        event("miss");
+                        return None;
+                    }
                 }
             }
         }
@@ -481,37 +606,63 @@ impl SharedCache {
 
     /// Takes the fill lock: `Some(true)` taken, `Some(false)` another
     /// request holds it, `None` Redis did not answer.
-    async fn try_lock(&self, lock: &str) -> Option<bool> {
-        let got: Option<Option<String>> = self
+    async fn try_lock(&self, key: &HashBinary) -> Option<bool> {
+        let lock = lock_key(key);
+        let got: Option<String> = self
             .call(async |c| {
                 redis::cmd("SET")
-                    .arg(lock)
-                    .arg(&self.node_id)
+                    .arg(&lock)
+                    .arg(&self.token)
                     .arg("NX")
                     .arg("PX")
                     .arg(LOCK_TTL.as_millis() as u64)
                     .query_async(c)
                     .await
             })
-            .await;
-        let got = got?.is_some();
+            .await?;
+        let got = got.is_some();
         if got {
-            self.held.lock().insert(lock.to_string());
+            self.held.lock().insert(*key);
         }
         Some(got)
     }
 
-    /// Ends this node's fill of `key` without a record (the answer was not
-    /// cacheable), so that waiting nodes stop waiting.
+    /// Whether the record of `key` is being written (the write ends the fill).
+    pub fn writing(&self, key: &HashBinary) -> bool {
+        self.writing.lock().contains(key)
+    }
+
+    /// Ends this node's fill of `key` without a record (the answer could not
+    /// be shared, or the fetch failed): waiting nodes go to the origin
+    /// instead of waiting out the lock.
     pub async fn release(&self, key: &HashBinary) {
-        let lock = format!("{}:lock", record_key(key));
-        if self.held.lock().remove(&lock) {
-            let _ = self.call(async |c| c.del::<_, ()>(&lock).await).await;
+        self.pending.lock().remove(key);
+        if self.held.lock().remove(key) {
+            self.unlock(key, GO_TO_ORIGIN).await;
         }
+    }
+
+    async fn unlock(&self, key: &HashBinary, mark: &str) {
+        let lock = lock_key(key);
+        let mut inv = self.release_script.prepare_invoke();
+        inv.key(&lock)
+            .arg(&self.token)
+            .arg(mark)
+            .arg(LOCK_TTL.as_millis() as u64);
+        let _ = self
+            .call(async |c| inv.invoke_async::<redis::Value>(c).await)
+            .await;
+    }
+
+    /// Marks the record of `key` as being written (before the write task starts).
+    pub fn begin_write(&self, key: &HashBinary) {
+        self.writing.lock().insert(*key);
     }
 
     /// Writes a fill to Redis for its freshness plus stale windows, then
     /// releases the fill lock. Runs after the response is stored locally.
+    /// A fill without a miss stamp (a request that did not miss here) is
+    /// not shared: its stamp would not be known to be early enough.
     pub async fn store(
         &self,
         key: HashBinary,
@@ -521,15 +672,11 @@ impl SharedCache {
         meta: CacheMeta,
         body: Bytes,
     ) {
-        let stamp = self
-            .pending
-            .lock()
-            .remove(&key)
-            .or_else(|| self.log.stamp());
+        let stamp = self.pending.lock().remove(&key);
         let name = record_key(&key);
-        let ttl = ttl_of(&meta);
-        if let (Some(stamp), Some(ttl)) = (stamp, ttl) {
-            if body.len() <= self.max_object {
+        if let (Some(stamp), Some(ttl)) = (stamp, ttl_of(&meta)) {
+            // A purge recorded since the miss would make it stale at once.
+            if body.len() <= self.max_object && self.log.allows(stamp, &primary, &url, &tags) {
                 let record = Record {
                     stamp,
                     url,
@@ -537,22 +684,29 @@ impl SharedCache {
                     meta,
                     body,
                 };
-                // A purge recorded since the miss would make it stale at once.
-                if self.log.allows(stamp, &primary, &record.url, &record.tags) {
-                    if let Some(bytes) = record.encode() {
-                        let ms = ttl.as_millis().max(1) as u64;
-                        if self
-                            .call(async |c| c.pset_ex::<_, _, ()>(&name, bytes, ms).await)
-                            .await
-                            .is_some()
-                        {
-                            event("stored");
-                        }
+                // Compression is CPU work: off the request threads.
+                let bytes = tokio::task::spawn_blocking(move || record.encode())
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(bytes) = bytes {
+                    let ms = ttl.as_millis().max(1) as u64;
+                    if self
+                        .call(async |c| c.pset_ex::<_, _, ()>(&name, bytes, ms).await)
+                        .await
+                        .is_some()
+                    {
+                        event("stored");
                     }
                 }
             }
         }
-        self.release(&key).await;
+        self.writing.lock().remove(&key);
+        if self.held.lock().remove(&key) {
+            // Written or not, the waiters look again (and fetch themselves
+            // when no record came).
+            self.unlock(&key, "").await;
+        }
     }
 }
 
@@ -681,5 +835,25 @@ mod tests {
             "http://x/y",
             &["product-2".into()]
         ));
+
+        // A purge applied here but not yet published bars matching records
+        // whatever their stamp, until it is.
+        let held = log.hold(
+            &routes,
+            &PurgeRequest {
+                prefixes: vec!["shop.test/sale/".into()],
+                ..Default::default()
+            },
+            None,
+        );
+        let sale = "http://shop.test/sale/1";
+        let at = EntryId { ms: 300, seq: 0 };
+        assert_eq!(log.judge(at, &primary, sale, &[]), Judgement::Purged);
+        log.unhold(held);
+        assert_eq!(log.judge(at, &primary, sale, &[]), Judgement::Serve);
+        // Reset never lowers the floor below what was already seen.
+        log.reset(EntryId { ms: 10, seq: 0 });
+        let before = EntryId { ms: 250, seq: 0 };
+        assert_eq!(log.judge(before, &primary, sale, &[]), Judgement::Unknown);
     }
 }

@@ -344,6 +344,12 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         if let Some(hit) = self.lookup_local(key) {
+            // An expired copy is refetched: that fill is stamped now.
+            if let Some(l2) = self.l2.get() {
+                if !hit.0.is_fresh(SystemTime::now()) {
+                    l2.note_miss(&key.combined_bin());
+                }
+            }
             return Ok(Some(hit));
         }
         let Some(l2) = self.l2.get() else {
@@ -533,6 +539,7 @@ impl HandleMiss for MemoryMiss {
         let weight = weight_of(&meta, body.len());
         let tags = store.tags_of(&meta);
         if let Some(l2) = store.l2.get() {
+            l2.begin_write(&key);
             let (l2, meta, body, tags, url) = (
                 Arc::clone(l2),
                 clone_meta(&meta),

@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::ctx::RequestCtx;
 use super::{errors, peer};
 use crate::cache::{self, key, policy, status, CacheEngine};
+use crate::cluster::Cluster;
 use crate::compression;
 use crate::headers::security::{self, Refusal};
 use crate::headers::{request, response};
@@ -29,6 +30,8 @@ pub struct Awning {
     cache: &'static CacheEngine,
     limiter: std::sync::Arc<Limiter>,
     access_log: std::sync::Arc<AccessLogger>,
+    /// The other nodes, told of invalidations (with `redis:`).
+    cluster: Option<std::sync::Arc<Cluster>>,
 }
 
 impl Awning {
@@ -37,12 +40,14 @@ impl Awning {
         cache: &'static CacheEngine,
         limiter: std::sync::Arc<Limiter>,
         access_log: std::sync::Arc<AccessLogger>,
+        cluster: Option<std::sync::Arc<Cluster>>,
     ) -> Self {
         Self {
             snapshots,
             cache,
             limiter,
             access_log,
+            cluster,
         }
     }
 
@@ -151,9 +156,7 @@ impl Awning {
             "{scheme}://{host}{}",
             req.uri.path_and_query().map_or("/", |p| p.as_str())
         );
-        for primary in cache::purge::url_primaries(&ctx.snapshot.routes, &own) {
-            self.cache.invalidate_primary(&primary);
-        }
+        let mut urls = vec![own];
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let Some(v) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -169,9 +172,29 @@ impl Awning {
             } else {
                 continue;
             };
-            for primary in cache::purge::url_primaries(&ctx.snapshot.routes, &url) {
+            urls.push(url);
+        }
+        // Writes to URLs no route caches (a cart, a login) concern no cache.
+        urls.retain(|u| cache::purge::url_is_cached(&ctx.snapshot.routes, u));
+        if urls.is_empty() {
+            return;
+        }
+        let changed = cache::purge::PurgeRequest {
+            urls,
+            ..Default::default()
+        };
+        // The other nodes (and their shared-cache reads) learn of it too.
+        let hold = self.cluster.as_ref().map(|c| c.hold(&changed));
+        for url in &changed.urls {
+            for primary in cache::purge::url_primaries(&ctx.snapshot.routes, url) {
                 self.cache.invalidate_primary(&primary);
             }
+        }
+        if let (Some(cluster), Some(hold)) = (&self.cluster, hold) {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let _ = cluster.publish(&changed, hold).await;
+            });
         }
     }
 }
@@ -728,15 +751,17 @@ impl ProxyHttp for Awning {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         // A miss that went to the origin for an answer that could not be
-        // stored ends its cluster-wide fill here, so other nodes stop waiting.
-        let uncacheable = matches!(session.cache.phase(), CachePhase::Disabled(_));
-        if let (Some(key), false, true, Some(l2)) = (
-            ctx.missed_key.take(),
-            ctx.cache_stored,
-            uncacheable,
-            self.cache.store.l2(),
-        ) {
-            l2.release(&key).await;
+        // stored (or whose fill broke off before it was written) ends its
+        // cluster-wide fill here, so other nodes stop waiting.
+        let fetched = matches!(
+            session.cache.phase(),
+            CachePhase::Disabled(_) | CachePhase::Miss
+        );
+        if let (Some(key), true, Some(l2)) = (ctx.missed_key.take(), fetched, self.cache.store.l2())
+        {
+            if !l2.writing(&key) {
+                l2.release(&key).await;
+            }
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let cache = status::label(session.cache.phase());
