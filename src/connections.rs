@@ -161,7 +161,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 return None;
             };
             let deadline = Some(self.limits.header_timeout);
-            Box::new(GuardedStream::new(stream, slot, deadline, h2)) as Stream
+            let mut guarded = GuardedStream::new(stream, slot, deadline, h2);
+            // The first bytes are read before the proxy sees the connection:
+            // a proxy shutting down (binary upgrade) drops connections whose
+            // request it has not read yet, but serves buffered ones, so a
+            // connection accepted just before the hand-over is not lost.
+            if !guarded.prime().await {
+                return None;
+            }
+            Box::new(guarded) as Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -194,6 +202,8 @@ pub struct GuardedStream {
     phase: Phase,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     header_end: HeaderEnd,
+    /// Bytes read ahead by [`GuardedStream::prime`], handed out first.
+    primed: bytes::Bytes,
 }
 
 impl fmt::Debug for GuardedStream {
@@ -214,6 +224,7 @@ impl GuardedStream {
             phase: Phase::Header,
             timer: None,
             header_end: HeaderEnd::default(),
+            primed: bytes::Bytes::new(),
         };
         // A new connection must send its first header within the deadline.
         me.arm();
@@ -224,6 +235,22 @@ impl GuardedStream {
         self.phase = Phase::Header;
         self.header_end = HeaderEnd::default();
         self.timer = self.header_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
+    }
+
+    /// Reads the connection's first bytes (under the header deadline) and
+    /// keeps them for the proxy. `false`: the client closed or sent nothing
+    /// in time.
+    async fn prime(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut first = vec![0u8; 16 * 1024];
+        match self.read(&mut first).await {
+            Ok(n) if n > 0 => {
+                first.truncate(n);
+                self.primed = bytes::Bytes::from(first);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Ends the header phase when `bytes` complete the header section.
@@ -312,6 +339,12 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
+        if !me.primed.is_empty() {
+            // Already scanned when they were read.
+            let n = me.primed.len().min(buf.remaining());
+            buf.put_slice(&me.primed.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         if me.phase == Phase::Header {
             if let Some(timer) = me.timer.as_mut() {
                 if timer.as_mut().poll(cx).is_ready() {
