@@ -208,22 +208,7 @@ fn sigusr2_with_a_broken_config_keeps_the_old_process_serving() {
         "routes: [ { name: x } ]\n",
     )
     .unwrap();
-    proxy.signal(libc::SIGUSR2);
-    eventually("the upgrade is abandoned", Duration::from_secs(20), || {
-        proxy
-            .stderr()
-            .contains("binary upgrade abandoned")
-            .then_some(())
-    });
-    assert!(proxy.is_running());
-    assert_eq!(
-        get(proxy.addr, "/").status,
-        200,
-        "the old process serves on"
-    );
-    let ready: serde_json::Value =
-        serde_json::from_slice(&get(proxy.admin, "/readyz?verbose").body).unwrap();
-    assert_eq!(ready["pid"].as_i64(), Some(proxy.pid() as i64));
+    upgrade_is_abandoned(&mut proxy);
 }
 
 #[test]
@@ -238,21 +223,27 @@ fn sigusr2_with_an_unusable_certificate_keeps_the_old_process_serving() {
     let (cert_path, key_path) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
     fs::write(&cert_path, cert.pem()).unwrap();
     fs::write(&key_path, key.serialize_pem()).unwrap();
-    let proxy = ProxyUnderTest::start(
+    let mut proxy = ProxyUnderTest::start(
         Setup::new()
             .upstream("shop", &[origin.addr()], "")
             .extra("upgrade_socket: upgrade.sock")
             .tls(&cert_path, &key_path)
             .rules(ALL_TO_SHOP),
     );
-    // A renewal gone wrong: the file is there and readable (the config is
-    // valid) but holds no usable certificate. The new process finds out
-    // before it takes the listeners.
+    // A renewal gone wrong: the file is there and readable but holds no
+    // usable certificate. The new process's config check refuses it before
+    // it takes the listeners.
     fs::write(
         &cert_path,
         "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
+    upgrade_is_abandoned(&mut proxy);
+}
+
+/// SIGUSR2 to `proxy`, whose successor cannot start: the upgrade is
+/// abandoned and the old process serves on.
+fn upgrade_is_abandoned(proxy: &mut ProxyUnderTest) {
     proxy.signal(libc::SIGUSR2);
     eventually("the upgrade is abandoned", Duration::from_secs(20), || {
         proxy
@@ -260,6 +251,7 @@ fn sigusr2_with_an_unusable_certificate_keeps_the_old_process_serving() {
             .contains("binary upgrade abandoned")
             .then_some(())
     });
+    assert!(proxy.is_running());
     assert_eq!(
         get(proxy.addr, "/").status,
         200,
