@@ -27,6 +27,37 @@ impl Drop for NewProcess {
     }
 }
 
+/// A process the old awning started (SIGUSR2), stopped by PID when the
+/// test ends, passed or not.
+struct Successor(i32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process our own child started.
+        unsafe { libc::kill(self.0, libc::SIGINT) };
+    }
+}
+
+/// The child of process `parent`, from /proc.
+fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "PID (COMM) STATE PPID ...": COMM may hold spaces, so after the last ')'.
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+}
+
 /// How the new binary is started.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum How {
@@ -135,6 +166,13 @@ fn hand_over(how: How) {
             None
         }
     };
+    let successor = (how == How::Usr2).then(|| {
+        Successor(eventually(
+            "the old process starts its successor",
+            Duration::from_secs(10),
+            || child_of(old_pid),
+        ))
+    });
     let handed_over = Instant::now();
 
     let slow = in_flight.join().unwrap();
@@ -184,9 +222,9 @@ fn hand_over(how: How) {
     match new {
         Some(new) => assert_eq!(new_pid, new.0.id() as i32),
         None => {
-            // Started by the old process: stop it by the PID it reports.
-            // SAFETY: kill(2) on the successor of our own child.
-            unsafe { libc::kill(new_pid, libc::SIGINT) };
+            assert_eq!(Some(new_pid), successor.as_ref().map(|s| s.0));
+            // Started by the old process: stopped by the PID it reports.
+            drop(successor);
             eventually("the new process stops", Duration::from_secs(10), || {
                 std::net::TcpStream::connect(addr).is_err().then_some(())
             });
