@@ -269,33 +269,19 @@ impl Cluster {
     /// Publishes a purge this node applied (held with [`Cluster::hold`]),
     /// then waits (up to `redis.purge_wait`) until every live node applied it.
     pub async fn fan_out(&self, req: &PurgeRequest, hold: u64) -> Acknowledgements {
-        let entry = match self.publish(req, hold).await {
-            Ok(id) => id,
-            Err(error) => {
-                return Acknowledgements {
-                    entry: None,
-                    acknowledged: 1,
-                    live: self.live.lock().len().max(1),
-                    error: Some(error),
-                }
-            }
+        // This node applied it; the others count as they acknowledge.
+        let published = self.publish(req, hold).await;
+        let mut acks = Acknowledgements {
+            entry: published.as_ref().ok().map(EntryId::to_string),
+            acknowledged: 1,
+            live: self.live.lock().len().max(1),
+            error: published.as_ref().err().cloned(),
         };
-        let Some(used) = self.link.current() else {
-            return Acknowledgements {
-                entry: Some(entry.to_string()),
-                acknowledged: 1,
-                live: self.live.lock().len().max(1),
-                error: None,
-            };
+        let (Ok(entry), Some(used)) = (published, self.link.current()) else {
+            return acks;
         };
         let mut conn = (*used).clone();
         let deadline = Instant::now() + self.purge_wait;
-        let mut acks = Acknowledgements {
-            entry: Some(entry.to_string()),
-            acknowledged: 1,
-            live: 1,
-            error: None,
-        };
         loop {
             let live = self.live.lock().clone();
             let applied: HashMap<String, String> = conn.hgetall(ACKS).await.unwrap_or_default();
@@ -544,11 +530,7 @@ impl Cluster {
         }
         let counts = self.cache.purge(&snap.routes, &req);
         STREAM_EVENTS.with_label_values(&["applied"]).inc();
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        PURGE_LAG.observe(now_ms.saturating_sub(id.ms) as f64 / 1000.0);
+        PURGE_LAG.observe(now_ms().saturating_sub(id.ms) as f64 / 1000.0);
         tracing::info!(
             entry = %id,
             from = node.as_deref().unwrap_or("?"),

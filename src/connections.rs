@@ -242,7 +242,8 @@ impl GuardedStream {
     /// in time.
     async fn prime(&mut self) -> bool {
         use tokio::io::AsyncReadExt;
-        let mut first = vec![0u8; 16 * 1024];
+        // Most request heads fit; the rest is read as usual.
+        let mut first = vec![0u8; 4 * 1024];
         match self.read(&mut first).await {
             Ok(n) if n > 0 => {
                 first.truncate(n);

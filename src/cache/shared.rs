@@ -441,11 +441,14 @@ pub struct SharedCache {
 }
 
 pub fn record_key(key: &HashBinary) -> String {
-    let mut hex = String::with_capacity(48);
+    use std::fmt::Write;
+    let mut name = String::with_capacity(48);
+    name.push_str("awning:l2:{");
     for b in key {
-        hex.push_str(&format!("{b:02x}"));
+        let _ = write!(name, "{b:02x}");
     }
-    format!("awning:l2:{{{hex}}}")
+    name.push('}');
+    name
 }
 
 fn lock_key(key: &HashBinary) -> String {
@@ -774,6 +777,16 @@ mod tests {
         assert!(Record::decode(b"", 100).is_none());
         assert!(Record::decode(b"\x02garbage", 100).is_none());
         assert!(Record::decode(&[1; 40], 100).is_none());
+    }
+
+    #[test]
+    fn record_keys_put_a_record_and_its_lock_in_one_cluster_slot() {
+        let key = [0xab; 16];
+        assert_eq!(
+            record_key(&key),
+            format!("awning:l2:{{{}}}", "ab".repeat(16))
+        );
+        assert_eq!(lock_key(&key), format!("{}:lock", record_key(&key)));
     }
 
     #[test]
