@@ -229,8 +229,7 @@ fn bad_stream_entries_and_a_redis_restart_lose_nothing() {
             "every node sees three live nodes again",
             Duration::from_secs(15),
             || {
-                let ready: serde_json::Value =
-                    serde_json::from_slice(&get(n.admin, "/readyz?verbose").body).ok()?;
+                let ready = n.readiness();
                 (ready["cluster"]["live_nodes"].as_array()?.len() == 3).then_some(())
             },
         );

@@ -517,8 +517,7 @@ fn rollback_restores_the_previous_config_and_the_config_is_visible() {
     let second = view();
     assert_eq!(second["generation"], 2);
     assert_ne!(second["hash"], first["hash"]);
-    let ready: serde_json::Value =
-        serde_json::from_slice(&get(proxy.admin, "/readyz?verbose").body).unwrap();
+    let ready = proxy.readiness();
     assert_eq!(ready["checks"]["config"]["hash"], second["hash"]);
     assert_eq!(ready["checks"]["config"]["previous_hash"], first["hash"]);
     let hash = second["hash"].as_str().unwrap();

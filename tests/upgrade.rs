@@ -215,8 +215,7 @@ fn hand_over(how: How) {
         200,
         "and the metrics listener"
     );
-    let ready: serde_json::Value =
-        serde_json::from_slice(&get(old.admin, "/readyz?verbose").body).unwrap();
+    let ready = old.readiness();
     let new_pid = ready["pid"].as_i64().unwrap() as i32;
     assert_ne!(new_pid, old_pid, "another process answers");
     match new {
@@ -295,7 +294,6 @@ fn upgrade_is_abandoned(proxy: &mut ProxyUnderTest) {
         200,
         "the old process serves on"
     );
-    let ready: serde_json::Value =
-        serde_json::from_slice(&get(proxy.admin, "/readyz?verbose").body).unwrap();
+    let ready = proxy.readiness();
     assert_eq!(ready["pid"].as_i64(), Some(proxy.pid() as i64));
 }

@@ -224,6 +224,12 @@ impl ProxyUnderTest {
             .sum()
     }
 
+    /// The `/readyz?verbose` document.
+    pub fn readiness(&self) -> serde_json::Value {
+        serde_json::from_slice(&client::get(self.admin, "/readyz?verbose").body)
+            .expect("/readyz answers JSON")
+    }
+
     /// Requests refused for `reason` (`awning_http_requests_rejected_total`).
     pub fn rejected(&self, reason: &str) -> u64 {
         self.metric(&format!(
