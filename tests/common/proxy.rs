@@ -19,6 +19,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` distinct free ports: each is held until all are picked, so the OS
+/// cannot hand the same one out twice (it did, to admin and metrics).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// Polls `f` every 10 ms until it returns `Some`, or panics after `deadline`.
 pub fn eventually<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
@@ -114,13 +123,11 @@ pub struct ProxyUnderTest {
 impl ProxyUnderTest {
     pub fn start(setup: Setup) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let tls_addr: Option<SocketAddr> = setup
-            .tls
-            .as_ref()
-            .map(|_| ([127, 0, 0, 1], free_port()).into());
+        let [http, admin, metrics, tls] = free_ports::<4>();
+        let addr: SocketAddr = ([127, 0, 0, 1], http).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+        let metrics: SocketAddr = ([127, 0, 0, 1], metrics).into();
+        let tls_addr: Option<SocketAddr> = setup.tls.as_ref().map(|_| ([127, 0, 0, 1], tls).into());
         let tls_yaml = match (&setup.tls, tls_addr) {
             (Some((cert, key)), Some(a)) => format!(
                 "  tls:\n    - {{ addr: \"{a}\", cert: \"{}\", key: \"{}\" }}\n",
