@@ -4,6 +4,7 @@
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::ShutdownWatch;
 use pingora::server::{RunArgs, Server};
@@ -54,6 +55,18 @@ const L2_BUDGET: std::time::Duration = std::time::Duration::from_millis(50);
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Runs the proxy until shutdown. `extra` may add services (the demo storefront).
+/// Write buffering of client connections. Pingora's default is one segment
+/// (1,460 bytes), so a cached 1 KiB answer left in two `send`s, header and
+/// body, each a loopback or NIC round of its own. 16 KiB holds the header and
+/// a small body; larger writes bypass the buffer. Pingora buffers only bodies
+/// of known length and flushes them at their end; chunked ones (streamed
+/// pages) are flushed chunk by chunk, so a stream is not held back.
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)
+}
+
+const CLIENT_WRITE_BUFFER: usize = 16 * 1024;
+
 pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)) -> i32 {
     if let Some(adjust) = &opts.adjust {
         (adjust.0)(&mut config);
@@ -162,7 +175,7 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
         Guarded::new(http_proxy, clients, snapshots.clone(), ipv6_prefix),
     );
     for addr in &listen.http {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
     }
     for tls in &listen.tls {
         let settings =
@@ -170,7 +183,11 @@ pub fn run(mut config: Config, opts: RunOptions, extra: impl FnOnce(&mut Server)
         match settings {
             Ok(mut settings) => {
                 settings.enable_h2();
-                proxy.add_tls_with_settings(&tls.addr.to_string(), None, settings);
+                proxy.add_listener(
+                    ListenerConfig::tcp(tls.addr.to_string())
+                        .tls(settings)
+                        .l4_buffer(client_buffers()),
+                );
             }
             Err(e) => {
                 eprintln!(
