@@ -8,7 +8,7 @@ CARGO ?= cargo
 # systemd-analyze (systemd) to check the shipped unit.
 APT_PACKAGES := build-essential cmake pkg-config redis-server redis-tools prometheus systemd
 
-.PHONY: all deps build test demo check check-deploy bench lint fmt clean
+.PHONY: all deps build test demo check check-deploy bench bench-micro lint fmt clean
 
 all: build
 
@@ -55,8 +55,13 @@ check: deps
 check-deploy: deps
 	$(CARGO) test --test deploy
 
-## bench: criterion micro-benches (release build)
+## bench: the load bench against nginx proxy_cache (installs nginx and wrk
+## with apt-get when missing); writes benches/RESULTS.md. About 10 minutes.
 bench: deps
+	python3 benches/load/run.py
+
+## bench-micro: criterion benches of the per-request functions
+bench-micro: deps
 	$(CARGO) bench
 
 lint:

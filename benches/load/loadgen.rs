@@ -40,7 +40,10 @@ fn parse_args() -> Args {
         argv.iter()
             .position(|a| a == name)
             .and_then(|i| argv.get(i + 1))
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} wants a number")))
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} wants a number"))
+            })
             .unwrap_or(default)
     };
     Args {
@@ -67,8 +70,10 @@ impl Client {
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
-            request: format!("GET {path} HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: awning-loadgen\r\n\r\n")
-                .into_bytes(),
+            request: format!(
+                "GET {path} HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: awning-loadgen\r\n\r\n"
+            )
+            .into_bytes(),
             buf: Vec::with_capacity(8192),
         })
     }
@@ -79,7 +84,8 @@ impl Client {
 
     /// Reads one response; returns its status.
     async fn receive(&mut self) -> std::io::Result<u16> {
-        let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut response = httparse::Response::new(&mut headers);
@@ -95,7 +101,13 @@ impl Client {
                         .headers
                         .iter()
                         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+                        .and_then(|h| {
+                            std::str::from_utf8(h.value)
+                                .ok()?
+                                .trim()
+                                .parse::<usize>()
+                                .ok()
+                        })
                         .ok_or_else(|| bad("response without Content-Length"))?
                 };
                 while self.buf.len() < head + length {
@@ -134,7 +146,9 @@ async fn fixed_rate(args: &Args) -> String {
     let rx = Arc::new(Mutex::new(rx));
     let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let mut client = Client::connect(args.addr, &args.path).await.expect("connect");
+        let mut client = Client::connect(args.addr, &args.path)
+            .await
+            .expect("connect");
         let rx = rx.clone();
         let (addr, path) = (args.addr, args.path.clone());
         workers.push(tokio::spawn(async move {
@@ -209,7 +223,11 @@ async fn fixed_rate(args: &Args) -> String {
 async fn stampede(args: &Args) -> String {
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(Client::connect(args.addr, &args.path).await.expect("connect"));
+        clients.push(
+            Client::connect(args.addr, &args.path)
+                .await
+                .expect("connect"),
+        );
     }
     let mut waiting = Vec::with_capacity(args.clients);
     for mut client in clients {

@@ -130,9 +130,14 @@ async fn serve(mut stream: TcpStream, origin: Arc<Origin>) {
         };
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut request = httparse::Request::new(&mut headers);
-        if !matches!(request.parse(&buf[..head_len]), Ok(httparse::Status::Complete(_))) {
+        if !matches!(
+            request.parse(&buf[..head_len]),
+            Ok(httparse::Status::Complete(_))
+        ) {
             let _ = stream
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
                 .await;
             return;
         }
@@ -144,7 +149,6 @@ async fn serve(mut stream: TcpStream, origin: Arc<Origin>) {
             .find(|h| h.name.eq_ignore_ascii_case("if-none-match"))
             .map(|h| h.value.to_vec());
         let head_only = request.method == Some("HEAD");
-        drop(request);
         let counts = &origin.counts;
         let canned = match path.as_str() {
             "/small" => (&origin.small, &counts.small),

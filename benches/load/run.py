@@ -178,6 +178,9 @@ class Awning:
     def __init__(self, workdir, origin, threads, pinned):
         self.dir = os.path.join(workdir, f"awning-{threads}")
         os.makedirs(os.path.join(self.dir, "rules"), exist_ok=True)
+        # Not beside proxy.yaml: awning watches that directory for edits, and
+        # a log written there wakes the watcher on every line.
+        os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
         self.addr = f"127.0.0.1:{free_port()}"
         self.metrics = f"127.0.0.1:{free_port()}"
         admin = f"127.0.0.1:{free_port()}"
@@ -190,7 +193,7 @@ upstreams:
 admin: {{ listen: "{admin}" }}
 metrics: {{ listen: "{self.metrics}" }}
 cache: {{ memory: 256MiB, max_object: 8MiB }}
-access_log: {{ to: {os.path.join(self.dir, "access.log")} }}
+access_log: {{ to: {os.path.join(workdir, "logs", f"awning-{threads}.log")} }}
 rules: ["rules/*.yaml"]
 """)
         with open(os.path.join(self.dir, "rules", "bench.yaml"), "w") as f:

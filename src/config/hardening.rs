@@ -52,14 +52,16 @@ pub fn default_response_rules() -> ResponseHeaderRules {
     ResponseHeaderRules {
         rules: DEFAULT_SECURITY_HEADERS
             .iter()
-            .map(|(name, value, if_absent)| HeaderRule {
-                name: http::HeaderName::from_static(name),
-                value: Some(http::HeaderValue::from_static(value)),
-                mode: if *if_absent {
-                    HeaderMode::SetIfAbsent
-                } else {
-                    HeaderMode::Set
-                },
+            .map(|(name, value, if_absent)| {
+                HeaderRule::new(
+                    http::HeaderName::from_static(name),
+                    Some(http::HeaderValue::from_static(value)),
+                    if *if_absent {
+                        HeaderMode::SetIfAbsent
+                    } else {
+                        HeaderMode::Set
+                    },
+                )
             })
             .collect(),
         strip: DEFAULT_STRIP_RESPONSE
@@ -102,20 +104,12 @@ pub fn response_rules(
                 errs.push(doc.at_value(&nat, "not a valid header value"));
                 continue;
             };
-            put(HeaderRule {
-                name,
-                value: Some(value),
-                mode,
-            });
+            put(HeaderRule::new(name, Some(value), mode));
         }
     }
     for (i, name) in file.remove.iter().enumerate() {
         match http::HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => put(HeaderRule {
-                name,
-                value: None,
-                mode: HeaderMode::Remove,
-            }),
+            Ok(name) => put(HeaderRule::new(name, None, HeaderMode::Remove)),
             Err(_) => errs.push(doc.at_value(
                 &at.key("remove").index(i),
                 format!("`{name}` is not a header name"),

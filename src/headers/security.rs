@@ -31,7 +31,7 @@ pub fn apply_response_rules(resp: &mut ResponseHeader, rules: &ResponseHeaderRul
             _ if rule.name == STRICT_TRANSPORT_SECURITY && !https => {}
             (HeaderMode::SetIfAbsent, _) if resp.headers.contains_key(&rule.name) => {}
             (HeaderMode::Set | HeaderMode::SetIfAbsent, Some(value)) => {
-                let _ = resp.insert_header(rule.name.clone(), value.clone());
+                let _ = resp.insert_header(rule.wire_name.clone(), value.clone());
             }
         }
     }
@@ -196,10 +196,12 @@ mod tests {
     use crate::config::{HeaderRule, NamePattern};
 
     fn rules() -> ResponseHeaderRules {
-        let rule = |name: &'static str, value: Option<&'static str>, mode| HeaderRule {
-            name: HeaderName::from_static(name),
-            value: value.map(HeaderValue::from_static),
-            mode,
+        let rule = |name: &'static str, value: Option<&'static str>, mode| {
+            HeaderRule::new(
+                HeaderName::from_static(name),
+                value.map(HeaderValue::from_static),
+                mode,
+            )
         };
         ResponseHeaderRules {
             rules: vec![
