@@ -4,13 +4,16 @@ pub mod access_log;
 pub mod exporter;
 pub mod names;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use pingora_prometheus::prometheus::core::{Collector, Desc};
 use pingora_prometheus::prometheus::proto::MetricFamily;
 use pingora_prometheus::prometheus::{
-    self, Counter, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    self, Counter, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
 };
 
 /// A gauge registered in the default registry (registration failures, e.g. a
@@ -149,21 +152,41 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The per-request series of one route, resolved once per thread: a
+/// `with_label_values` hashes the labels and takes the vector's lock on every
+/// call, for series that never change once created.
+type RouteSeries =
+    HashMap<(&'static str, &'static str, &'static str), (prometheus::Histogram, IntCounter)>;
+
+thread_local! {
+    static REQUEST_SERIES: RefCell<HashMap<Box<str>, RouteSeries>> = RefCell::new(HashMap::new());
+}
+
 /// Counts one finished request and the body bytes it sent.
 pub fn request_done(
     route: &str,
     method: &str,
     status: u16,
-    cache: &str,
+    cache: &'static str,
     took: Duration,
     bytes_out: u64,
 ) {
-    REQUESTS
-        .with_label_values(&[route, method_label(method), status_class(status), cache])
-        .observe(took.as_secs_f64());
-    RESPONSE_BYTES
-        .with_label_values(&[route, cache])
-        .inc_by(bytes_out);
+    let labels = (method_label(method), status_class(status), cache);
+    REQUEST_SERIES.with(|series| {
+        let mut series = series.borrow_mut();
+        if !series.contains_key(route) {
+            series.insert(route.into(), HashMap::new());
+        }
+        let route_series = series.get_mut(route).expect("inserted above");
+        let (duration, bytes) = route_series.entry(labels).or_insert_with(|| {
+            (
+                REQUESTS.with_label_values(&[route, labels.0, labels.1, cache]),
+                RESPONSE_BYTES.with_label_values(&[route, cache]),
+            )
+        });
+        duration.observe(took.as_secs_f64());
+        bytes.inc_by(bytes_out);
+    });
 }
 
 /// Counts one origin response header, `took` after the request was sent.
