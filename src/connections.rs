@@ -234,7 +234,16 @@ impl GuardedStream {
     fn arm(&mut self) {
         self.phase = Phase::Header;
         self.header_end = HeaderEnd::default();
-        self.timer = self.header_timeout.map(|d| Box::pin(tokio::time::sleep(d)));
+        let Some(timeout) = self.header_timeout else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The connection's one timer is moved, not replaced: a new one per
+        // request would be an allocation and a timer-wheel entry each time.
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
     }
 
     /// Reads the connection's first bytes (under the header deadline) and
@@ -257,8 +266,9 @@ impl GuardedStream {
     /// Ends the header phase when `bytes` complete the header section.
     fn scan(&mut self, bytes: &[u8]) {
         if self.header_end.feed(bytes) {
+            // The timer is kept for the next request (it is polled only
+            // in the header phase; at worst it wakes the task once, idle).
             self.phase = Phase::Rest;
-            self.timer = None;
         }
     }
 }
@@ -329,7 +339,6 @@ impl GuardedStream {
         }
         count_parser_refusal(buf);
         self.phase = Phase::Idle;
-        self.timer = None;
     }
 }
 

@@ -114,16 +114,26 @@ impl AccessLogger {
 
     /// Writes one line (a failing sink loses the line, never the request).
     pub fn write(&self, entry: &Entry<'_>) {
-        let Ok(mut line) = serde_json::to_vec(entry) else {
-            return;
-        };
-        line.push(b'\n');
-        let mut sink = self.sink.lock();
-        if let Some(w) = sink.0.as_mut() {
-            let _ = w.write_all(&line);
-            let _ = w.flush();
-        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            if serde_json::to_writer(&mut *line, entry).is_err() {
+                return;
+            }
+            line.push(b'\n');
+            let mut sink = self.sink.lock();
+            if let Some(w) = sink.0.as_mut() {
+                let _ = w.write_all(&line);
+                let _ = w.flush();
+            }
+        });
     }
+}
+
+thread_local! {
+    /// The line being written, reused: a fresh vector grew (and was copied)
+    /// two or three times for every line.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
 }
 
 /// RFC 3339 time with milliseconds, UTC.
