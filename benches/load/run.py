@@ -501,16 +501,18 @@ def report(args, results, scaling, memory, nginx_path, started):
         a, b = med("pass", A, "cpu_us_per_req"), med("pass", B, "cpu_us_per_req")
         target("pass: CPU/req ≤ 1.2 × nginx", a <= 1.2 * b, f"{ratio(a, b)} ×")
     origin_requests = [r["origin_requests"] for r in results.get(("stampede", A), [])]
-    slowest = max([r["max_us"] for r in results.get(("stampede", A), [])] or [0])
+    slowest_each = [r["max_us"] for r in results.get(("stampede", A), [])]
+    slowest = max(slowest_each or [0])
     target("stampede: exactly 1 origin request", origin_requests and all(n == 1 for n in origin_requests),
            f"{origin_requests} (each run)")
     limit_us = (STAMPEDE_ORIGIN_MS + STAMPEDE_SLACK_MS) * 1000
-    target(f"stampede: every client within {STAMPEDE_ORIGIN_MS} + {STAMPEDE_SLACK_MS} ms", slowest <= limit_us,
-           f"slowest of all runs {fmt(slowest, 'us')}")
+    target(f"stampede: every client within {STAMPEDE_ORIGIN_MS} + {STAMPEDE_SLACK_MS} ms, in every run",
+           slowest <= limit_us, "slowest client per run: " + ", ".join(fmt(v, "us") for v in slowest_each))
     rss, stored = memory[A]
     overhead = (rss - stored) / 2**20
     target(f"memory: RSS − stored ≤ {OVERHEAD_LIMIT_MIB} MiB", overhead <= OVERHEAD_LIMIT_MIB, f"{overhead:.1f} MiB")
-    lines += ["## Targets (issue 9)", "", "| target | this run | |", "|---|---|---|"] + checks + [""]
+    lines += ["## Targets (issue 9)", "", "| target | this run | |", "|---|---|---|"] + checks + [
+        "", "Where the time of a cached answer goes, and what was changed for it: benches/PROFILE.md.", ""]
 
     lines += ["## Every run", "", "| scenario | proxy | rep | figures |", "|---|---|---:|---|"]
     for (scenario, proxy), runs in sorted(results.items()):
