@@ -294,6 +294,28 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_answer_keeps_its_status_and_headers_and_gets_the_request_id() {
+        let mut r = origin();
+        r.set_status(404).unwrap();
+        r.append_header("set-cookie", "a=1").unwrap();
+        r.append_header("set-cookie", "b=2").unwrap();
+        let id = HeaderValue::from_static("0123abcd");
+        finish_answer(&mut r, &rules(), false, Some(&id));
+        assert_eq!(r.status, 404);
+        assert_eq!(r.headers["x-request-id"], "0123abcd");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers["content-type"], "text/html");
+        let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"], "repeated headers all kept, in order");
+        // What goes on the wire is the edited map.
+        let mut wire = Vec::new();
+        r.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap().to_ascii_lowercase();
+        assert!(wire.contains("x-request-id: 0123abcd\r\n"), "{wire}");
+        assert!(!wire.contains("x-powered-by"), "{wire}");
+    }
+
+    #[test]
     fn allow_checks_method_size_and_type() {
         let allow = Allow {
             methods: Some(vec![http::Method::GET, http::Method::POST]),
