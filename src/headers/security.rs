@@ -306,7 +306,11 @@ mod tests {
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
         assert_eq!(r.headers["content-type"], "text/html");
         let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"], "repeated headers all kept, in order");
+        assert_eq!(
+            cookies,
+            ["a=1", "b=2"],
+            "repeated headers all kept, in order"
+        );
         // What goes on the wire is the edited map.
         let mut wire = Vec::new();
         r.header_to_h1_wire(&mut wire);

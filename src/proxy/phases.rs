@@ -386,9 +386,8 @@ impl ProxyHttp for Awning {
         if !ctx.trusted_peer {
             security::strip_untrusted(session.req_header_mut(), &ctx.snapshot.config.requests);
         }
-        let _ = session
-            .req_header_mut()
-            .insert_header(security::X_REQUEST_ID.clone(), id.clone());
+        // Sent to the origin in `upstream_request_filter`: a cache hit never
+        // goes there, and Pingora's request-header insert is not cheap.
         ctx.request_id = Some(id);
         if let Some(uri) = target.origin_form.clone() {
             session.req_header_mut().set_uri(uri);
@@ -638,6 +637,9 @@ impl ProxyHttp for Awning {
             cache::prepare_upstream_request(session.req_header(), upstream_request);
         }
         upstream_request.remove_header(cache::warm::WARM_HEADER);
+        if let Some(id) = &ctx.request_id {
+            let _ = upstream_request.insert_header(security::X_REQUEST_ID.clone(), id.clone());
+        }
         ctx.upstream_sent = Some(std::time::Instant::now());
         Ok(())
     }
