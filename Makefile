@@ -57,8 +57,10 @@ check-deploy: deps
 
 ## bench: the load bench against nginx proxy_cache (installs nginx and wrk
 ## with apt-get when missing); writes benches/RESULTS.md. About 10 minutes.
+## A quick smoke run: make bench BENCH_ARGS="--reps 1 --seconds 3 --no-scaling"
+BENCH_ARGS ?=
 bench: deps
-	python3 benches/load/run.py
+	python3 benches/load/run.py $(BENCH_ARGS)
 
 ## bench-micro: criterion benches of the per-request functions
 bench-micro: deps
