@@ -21,6 +21,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,29 +76,25 @@ def nginx_binary():
 
 # ---------------------------------------------------------------- processes
 
-def cpu_ticks(pids):
+def proc_sum(pids, name, value):
+    """Sums `value(text)` of /proc/PID/NAME over `pids` (gone ones count 0)."""
     total = 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            with open(f"/proc/{pid}/{name}") as f:
+                total += value(f.read())
         except FileNotFoundError:
             pass
     return total
+
+
+def cpu_ticks(pids):
+    # utime + stime, after the command name (which may hold spaces).
+    return proc_sum(pids, "stat", lambda text: sum(int(x) for x in text.rsplit(")", 1)[1].split()[11:13]))
 
 
 def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total
+    return proc_sum(pids, "status", lambda text: int(re.search(r"^VmRSS:\s+(\d+)", text, re.M).group(1)))
 
 
 def children(pid):
@@ -145,7 +142,6 @@ def warm(addr, paths):
 
 
 def free_port():
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

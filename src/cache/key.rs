@@ -5,7 +5,8 @@
 //! variant.
 
 use http::HeaderMap;
-use pingora::cache::key::HashBinary;
+use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::CacheKey;
 use pingora::cache::VarianceBuilder;
 
 use crate::config::{CacheKeyRules, QueryParam};
@@ -54,6 +55,15 @@ pub fn normalize_query(query: Option<&str>, rules: &CacheKeyRules) -> Option<Str
         pairs.sort_by(|a, b| a.split('=').next().cmp(&b.split('=').next()));
     }
     (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
+/// The cache key of a primary key, carrying its hash: Pingora and the store
+/// each ask for it on every request, and without the override each would run
+/// blake2 again (about 2k instructions a time).
+pub fn cache_key(primary: String) -> CacheKey {
+    let mut key = CacheKey::new(primary, "");
+    key.set_primary_bin_override(key.primary_bin());
+    key
 }
 
 /// The primary key: `scheme://host[:port]path[?query]`.

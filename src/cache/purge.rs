@@ -3,7 +3,7 @@
 //! unsafe requests that change a resource.
 
 use pingora::cache::eviction::{CacheEntryId, EvictionManager};
-use pingora::cache::key::{CacheHashKey, CacheKey, HashBinary};
+use pingora::cache::key::{CacheHashKey, HashBinary};
 use pingora::cache::CacheEntryKeyRef;
 
 use super::key::{self, UrlParts};
@@ -110,7 +110,7 @@ pub fn url_primaries(routes: &RouteTable, text: &str) -> Vec<HashBinary> {
                 },
                 &rules,
             );
-            CacheKey::new(primary, "").primary_bin()
+            key::cache_key(primary).primary_bin()
         })
         .collect()
 }

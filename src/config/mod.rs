@@ -377,22 +377,11 @@ pub struct HeaderRule {
     pub name: http::HeaderName,
     pub value: Option<http::HeaderValue>,
     pub mode: HeaderMode,
-    /// The name as Pingora writes it, made once: inserting by `HeaderName`
-    /// makes Pingora derive (and for most security headers allocate) it on
-    /// every response.
-    pub wire_name: bytes::Bytes,
 }
 
 impl HeaderRule {
     pub fn new(name: http::HeaderName, value: Option<http::HeaderValue>, mode: HeaderMode) -> Self {
-        use pingora::http::IntoCaseHeaderName;
-        let wire_name = bytes::Bytes::copy_from_slice((&name).into_case_header_name().as_slice());
-        Self {
-            name,
-            value,
-            mode,
-            wire_name,
-        }
+        Self { name, value, mode }
     }
 }
 

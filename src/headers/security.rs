@@ -6,7 +6,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, STRICT_TRANSPORT_SECURITY, TRAN
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::config::{Allow, HeaderMode, RequestBounds, ResponseHeaderRules};
+use crate::config::{Allow, HeaderMode, NamePattern, RequestBounds, ResponseHeaderRules};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -14,7 +14,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// HSTS only reaches clients that used https: browsers ignore it over http,
 /// and a shop reachable over plain http on purpose must not be pinned.
 pub fn apply_response_rules(resp: &mut ResponseHeader, rules: &ResponseHeaderRules, https: bool) {
-    edit_headers(resp, |headers| apply_rules_to(headers, rules, https));
+    finish_answer(resp, rules, https, None);
 }
 
 /// The response rules and the request id, in one pass over the header map.
@@ -38,7 +38,7 @@ pub fn finish_answer(
 /// (benches/PROFILE.md). The map is handed back without the case map, so the
 /// names go out as `http` spells them (field names are case-insensitive; h2
 /// sends them in lower case anyway), and the reason phrase is the standard one.
-pub fn edit_headers(resp: &mut ResponseHeader, edit: impl FnOnce(&mut http::HeaderMap)) {
+fn edit_headers(resp: &mut ResponseHeader, edit: impl FnOnce(&mut http::HeaderMap)) {
     let placeholder = ResponseHeader::build_no_case(resp.status, Some(0))
         .expect("a status taken from a response header is valid");
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
@@ -47,15 +47,8 @@ pub fn edit_headers(resp: &mut ResponseHeader, edit: impl FnOnce(&mut http::Head
 }
 
 fn apply_rules_to(headers: &mut http::HeaderMap, rules: &ResponseHeaderRules, https: bool) {
-    if !rules.strip.is_empty() {
-        let leaks: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| rules.strip.iter().any(|p| p.matches(n)))
-            .cloned()
-            .collect();
-        for name in leaks {
-            headers.remove(&name);
-        }
+    for name in matching_names(headers, &rules.strip) {
+        headers.remove(&name);
     }
     for rule in &rules.rules {
         match (rule.mode, &rule.value) {
@@ -73,15 +66,22 @@ fn apply_rules_to(headers: &mut http::HeaderMap, rules: &ResponseHeaderRules, ht
 
 /// Removes the headers clients may not send unless they are trusted proxies.
 pub fn strip_untrusted(req: &mut RequestHeader, bounds: &RequestBounds) {
-    let names: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| bounds.strip.iter().any(|p| p.matches(n)))
-        .cloned()
-        .collect();
-    for name in names {
+    for name in matching_names(&req.headers, &bounds.strip) {
         req.remove_header(&name);
     }
+}
+
+/// The names in `headers` that one of `patterns` matches (collected: the
+/// map is changed after).
+fn matching_names(headers: &http::HeaderMap, patterns: &[NamePattern]) -> Vec<HeaderName> {
+    if patterns.is_empty() {
+        return Vec::new();
+    }
+    headers
+        .keys()
+        .filter(|n| patterns.iter().any(|p| p.matches(n)))
+        .cloned()
+        .collect()
 }
 
 /// Why a request was refused before reaching the origin.

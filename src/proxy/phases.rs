@@ -473,11 +473,7 @@ impl ProxyHttp for Awning {
             .route()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         let primary = key::primary(url_parts(ctx, session.req_header()), &route.cache.key);
-        let mut key = CacheKey::new(primary, "");
-        // Pingora and the store each ask for the key's hash; without the
-        // override each asks blake2 again (about 2k instructions a time).
-        key.set_primary_bin_override(key.primary_bin());
-        Ok(key)
+        Ok(key::cache_key(primary))
     }
 
     fn cache_vary_filter(
